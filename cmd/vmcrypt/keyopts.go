@@ -1,0 +1,103 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+
+	"github.com/vmcrypt/vmcrypt/recover/keys"
+)
+
+// Key options, shared by every command that needs keys. Secrets never come
+// from argv: a --*-file, an environment variable, or a no-echo prompt.
+const (
+	envPassphrase  = "VMCRYPT_PASSPHRASE"
+	envNKPPassword = "VMCRYPT_NKP_PASSWORD"
+	maxSecretFile  = 64 << 10
+)
+
+func keyFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "passphrase-file", Usage: "read the VM passphrase from `FILE` (one trailing newline is dropped); or set " + envPassphrase},
+		&cli.StringSliceFlag{Name: "kek", Usage: "KEK `FILE` (JSON) or folder of raw 32-byte keys named by key id; repeatable"},
+		&cli.StringSliceFlag{Name: "nkp-backup", Usage: "Native Key Provider backup `FILE` (.p12); repeatable"},
+		&cli.StringFlag{Name: "nkp-password-file", Usage: "read the NKP backup password from `FILE`; or set " + envNKPPassword + " (empty password if neither)"},
+	}
+}
+
+// readSecretFile reads a secret from a file, dropping one trailing "\n" or
+// "\r\n" (editors add one). The content is otherwise kept byte for byte.
+func readSecretFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b := make([]byte, maxSecretFile+1)
+	n, err := f.Read(b)
+	if err != nil && n == 0 {
+		return nil, fmt.Errorf("reading secret file %s: %w", path, err)
+	}
+	if n > maxSecretFile {
+		return nil, usagef("secret file %s is larger than %d bytes", path, maxSecretFile)
+	}
+	b = b[:n]
+	b = bytes.TrimSuffix(b, []byte("\n"))
+	b = bytes.TrimSuffix(b, []byte("\r"))
+	return b, nil
+}
+
+// promptSecret asks on the terminal without echo; it fails when stdin is not
+// a terminal.
+func promptSecret(c *cli.Context, label string) ([]byte, error) {
+	fd := int(os.Stdin.Fd())
+	if !term.IsTerminal(fd) {
+		return nil, usagef("%s needed: use --passphrase-file, %s, or run on a terminal to be prompted", label, envPassphrase)
+	}
+	fmt.Fprintf(c.App.ErrWriter, "%s: ", label)
+	b, err := term.ReadPassword(fd)
+	fmt.Fprintln(c.App.ErrWriter)
+	return b, err
+}
+
+// passphraseFromFlags returns the passphrase from --passphrase-file or the
+// environment; ok is false when neither was given.
+func passphraseFromFlags(c *cli.Context) (p []byte, ok bool, err error) {
+	if f := c.String("passphrase-file"); f != "" {
+		p, err = readSecretFile(f)
+		return p, err == nil, err
+	}
+	if v, set := os.LookupEnv(envPassphrase); set {
+		return []byte(v), true, nil
+	}
+	return nil, false, nil
+}
+
+// keySources builds the key sources the user supplied. When no source at all
+// was given and prompt is true, it asks for a passphrase on the terminal.
+func keySources(c *cli.Context, prompt bool) ([]keys.Source, error) {
+	var srcs []keys.Source
+	p, ok, err := passphraseFromFlags(c)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		srcs = append(srcs, keys.NewPassphrase(p))
+	}
+	prov, err := providerSources(c)
+	if err != nil {
+		return nil, err
+	}
+	srcs = append(srcs, prov...)
+	if len(srcs) == 0 && prompt {
+		p, err := promptSecret(c, "Passphrase")
+		if err != nil {
+			return nil, err
+		}
+		srcs = append(srcs, keys.NewPassphrase(p))
+	}
+	return srcs, nil
+}

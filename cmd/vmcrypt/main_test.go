@@ -1,0 +1,49 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+
+	"github.com/vmcrypt/vmcrypt/vmdk"
+	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
+)
+
+// runCLI runs vmcrypt in-process and returns the exit code and outputs.
+func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var o, e bytes.Buffer
+	code = run(append([]string{"vmcrypt"}, args...), &o, &e)
+	return code, o.String(), e.String()
+}
+
+func TestExitCodeTable(t *testing.T) {
+	cases := []struct {
+		err  error
+		want int
+	}{
+		{nil, 0},
+		{fmt.Errorf("open x: no such file"), 1},
+		{usagef("bad"), 2},
+		{fmt.Errorf("unlock: %w", keysafe.ErrWrongKey), 3},
+		{fmt.Errorf("x: %w", &keysafe.KeyNotFoundError{Provider: "KMS", KeyID: "k"}), 4},
+		{fmt.Errorf("x: %w", keysafe.ErrCorrupt), 5},
+		{fmt.Errorf("x: %w", keysafe.ErrUnsupported), 5},
+		{fmt.Errorf("x: %w", vmdk.ErrCorrupt), 5},
+		{fmt.Errorf("x: %w", vmdk.ErrUnsupported), 5},
+	}
+	for _, c := range cases {
+		if got := exitCode(c.err); got != c.want {
+			t.Errorf("exitCode(%v) = %d, want %d", c.err, got, c.want)
+		}
+	}
+}
+
+func TestUnknownFlagIsUsage(t *testing.T) {
+	if code, _, _ := runCLI(t, "version", "--no-such-flag"); code != exitUsage {
+		t.Fatalf("exit %d, want %d", code, exitUsage)
+	}
+	if code, _, _ := runCLI(t, "no-such-command"); code == exitOK {
+		t.Fatalf("unknown command exited 0")
+	}
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the test peers when missing (fresh Debian machine, as root).
+set -euo pipefail
+need=()
+command -v qemu-img >/dev/null 2>&1 || need+=(qemu-utils)
+command -v keytool  >/dev/null 2>&1 || need+=(default-jdk-headless)
+command -v openssl  >/dev/null 2>&1 || need+=(openssl)
+command -v bzip2    >/dev/null 2>&1 || need+=(bzip2)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "peers: installing ${need[*]}"
+  if [ "$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+for t in qemu-img keytool openssl bzip2; do
+  command -v "$t" >/dev/null 2>&1 || { echo "peers: $t still missing" >&2; exit 1; }
+done
