@@ -40,3 +40,12 @@ type extent interface {
 	readAt(p []byte, off int64) error
 	close() error
 }
+
+// Run is a range of the virtual disk with one state, as the allocation map
+// reports it. Off and Len are bytes. Holes (Unallocated at every level of
+// the chain) are not listed: they read as zeros.
+type Run struct {
+	Off, Len int64
+	State    State // Data or Zero
+	Level    int   // chain link holding it: 0 = the opened (top) disk, 1 = its parent, ...
+}
