@@ -1,0 +1,189 @@
+package keys
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
+)
+
+// Opened says which source opened which locker of a key safe.
+type Opened struct {
+	Source string // Source.Name() of the source that opened it
+	Locker string // "phrase" or "fqid <provider>/<keyId>"
+	Pair   int    // index of the pair in the locator's Pairs()
+}
+
+// Resolver tries the supplied key sources, in turn, for every pair of a
+// locator. It caches PBKDF2 results per (passphrase, salt, rounds, key
+// length), so opening a VMX and many disks that share a passphrase costs
+// one derivation per distinct salt. A Resolver is safe for concurrent use.
+type Resolver struct {
+	srcs []Source
+
+	mu          sync.Mutex
+	cache       map[[32]byte]*derivation
+	derivations atomic.Int64 // PBKDF2 runs, for tests and reports
+}
+
+type derivation struct {
+	once sync.Once
+	kek  []byte
+	err  error
+}
+
+// NewResolver returns a Resolver over the sources, tried in the order given.
+func NewResolver(srcs ...Source) *Resolver {
+	return &Resolver{srcs: srcs, cache: map[[32]byte]*derivation{}}
+}
+
+// Sources returns the resolver's sources.
+func (r *Resolver) Sources() []Source { return r.srcs }
+
+// phraseKEK derives (once) the PBKDF2 output for a passphrase and phrase
+// parameters.
+func (r *Resolver) phraseKEK(pp *keysafe.PhraseParams, pass []byte) ([]byte, error) {
+	h := sha256.New()
+	var n [8]byte
+	for _, part := range [][]byte{pass, pp.Salt, []byte(pp.Pass2Key), []byte(pp.Cipher)} {
+		binary.LittleEndian.PutUint64(n[:], uint64(len(part)))
+		h.Write(n[:])
+		h.Write(part)
+	}
+	binary.LittleEndian.PutUint64(n[:], uint64(pp.Rounds))
+	h.Write(n[:])
+	var id [32]byte
+	h.Sum(id[:0])
+
+	r.mu.Lock()
+	d := r.cache[id]
+	if d == nil {
+		d = &derivation{}
+		r.cache[id] = d
+	}
+	r.mu.Unlock()
+	d.once.Do(func() {
+		r.derivations.Add(1)
+		d.kek, d.err = keysafe.DerivePhraseKEK(pp, pass)
+	})
+	return d.kek, d.err
+}
+
+// Open unwraps the key a locator holds (a pair, or a list of pairs: several
+// ways to open the same key). For each pair it tries every source that can
+// open it: a phrase locker with every passphrase source, an fqid locker
+// with every source's KEK(provider, keyID). A wrong key or a source that
+// lacks the key moves on to the next; corrupt or unsupported input stops at
+// once (every pair is validated before any key work).
+//
+// When nothing opens: ErrWrongKey if some source held a candidate that
+// failed the MAC; otherwise a *keysafe.KeyNotFoundError naming the first
+// locker's provider and key id (provider "passphrase" for a phrase locker).
+func (r *Resolver) Open(l *keysafe.Locator) (*keysafe.Key, Opened, error) {
+	if l == nil {
+		return nil, Opened{}, fmt.Errorf("no key locator: %w", keysafe.ErrCorrupt)
+	}
+	pairs := l.Pairs()
+	if len(pairs) == 0 {
+		return nil, Opened{}, fmt.Errorf("key safe holds no locked key (%s locator): %w", l.Type, keysafe.ErrUnsupported)
+	}
+	usable := 0
+	for i, p := range pairs {
+		if p.Locker == nil {
+			return nil, Opened{}, fmt.Errorf("key safe pair %d has no locker: %w", i+1, keysafe.ErrCorrupt)
+		}
+		if t := p.Locker.Type; t != keysafe.TypePhrase && t != keysafe.TypeFQID {
+			continue // ldap, script, role...: not openable offline; others may be
+		}
+		if err := p.Validate(); err != nil {
+			return nil, Opened{}, fmt.Errorf("key safe pair %d: %w", i+1, err)
+		}
+		usable++
+	}
+	if usable == 0 {
+		return nil, Opened{}, fmt.Errorf("key safe holds no passphrase or key-provider pair (first locker: %s): %w", pairs[0].Locker.Type, keysafe.ErrUnsupported)
+	}
+	var wrong error
+	notFound := notFoundFor(pairs)
+	for i, p := range pairs {
+		switch p.Locker.Type {
+		case keysafe.TypePhrase:
+			pp, err := keysafe.ParsePhraseParams(p.Locker.KeyGenData)
+			if err != nil {
+				return nil, Opened{}, err
+			}
+			for _, s := range r.srcs {
+				pass, ok := s.Passphrase()
+				if !ok {
+					continue
+				}
+				kek, err := r.phraseKEK(pp, pass)
+				if err != nil {
+					return nil, Opened{}, fmt.Errorf("%s: %w", s.Name(), err)
+				}
+				k, err := keysafe.UnlockPhraseKEK(p, kek)
+				if err == nil {
+					return k, Opened{Source: s.Name(), Locker: p.Locker.Describe(), Pair: i}, nil
+				}
+				if errors.Is(err, keysafe.ErrWrongKey) {
+					wrong = fmt.Errorf("%s does not open the key safe: %w", s.Name(), err)
+					continue
+				}
+				return nil, Opened{}, err
+			}
+		case keysafe.TypeFQID:
+			prov, kid := p.Locker.KeyServerID, p.Locker.KeyID
+			for _, s := range r.srcs {
+				kek, err := s.KEK(prov, kid)
+				if err != nil {
+					var kn *keysafe.KeyNotFoundError
+					if errors.As(err, &kn) && kn.Hint != "" && notFound.Provider == prov && notFound.KeyID == kid && notFound.Hint == "" {
+						notFound.Hint = kn.Hint
+					}
+					switch {
+					case errors.Is(err, keysafe.ErrKeyNotFound):
+						continue
+					case errors.Is(err, keysafe.ErrWrongKey):
+						wrong = fmt.Errorf("%s: %w", s.Name(), err)
+						continue
+					}
+					return nil, Opened{}, fmt.Errorf("%s: %w", s.Name(), err)
+				}
+				k, err := keysafe.UnlockFQID(p, kek)
+				if err == nil {
+					return k, Opened{Source: s.Name(), Locker: p.Locker.Describe(), Pair: i}, nil
+				}
+				if errors.Is(err, keysafe.ErrWrongKey) {
+					wrong = fmt.Errorf("the key %s/%s from %s does not open the key safe: %w", prov, kid, s.Name(), err)
+					continue
+				}
+				return nil, Opened{}, err
+			}
+		}
+	}
+	if wrong != nil {
+		return nil, Opened{}, wrong
+	}
+	return nil, Opened{}, notFound
+}
+
+// notFoundFor names the key that is missing: the first fqid locker, or
+// else the first phrase locker (provider "passphrase").
+func notFoundFor(pairs []*keysafe.Pair) *keysafe.KeyNotFoundError {
+	for _, p := range pairs {
+		if p.Locker.Type == keysafe.TypeFQID {
+			return &keysafe.KeyNotFoundError{Provider: p.Locker.KeyServerID, KeyID: p.Locker.KeyID}
+		}
+	}
+	for _, p := range pairs {
+		if p.Locker.Type == keysafe.TypePhrase {
+			return &keysafe.KeyNotFoundError{Provider: "passphrase", KeyID: p.Locker.UniqueID,
+				Hint: "it is locked by a passphrase"}
+		}
+	}
+	return &keysafe.KeyNotFoundError{Provider: "unknown", KeyID: "unknown"}
+}

@@ -1,0 +1,180 @@
+package keys
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"os"
+	"regexp"
+	"sync/atomic"
+	"testing"
+
+	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
+)
+
+// kekSource is a test source holding KEKs by provider/keyId.
+type kekSource struct {
+	name  string
+	keks  map[string][]byte
+	err   error // returned by KEK when set
+	calls atomic.Int32
+}
+
+func (s *kekSource) Name() string               { return s.name }
+func (s *kekSource) Passphrase() ([]byte, bool) { return nil, false }
+func (s *kekSource) KEK(provider, keyID string) ([]byte, error) {
+	s.calls.Add(1)
+	if s.err != nil {
+		return nil, s.err
+	}
+	if k, ok := s.keks[provider+"/"+keyID]; ok {
+		return k, nil
+	}
+	return nil, &keysafe.KeyNotFoundError{Provider: provider, KeyID: keyID}
+}
+
+func randKey(t *testing.T, cipher string) *keysafe.Key {
+	b := make([]byte, keysafe.KeyLen(cipher))
+	rand.Read(b)
+	return &keysafe.Key{Cipher: cipher, Bytes: b}
+}
+
+func workstation(t *testing.T) *keysafe.Locator {
+	b, err := os.ReadFile("../../../shared/vectors/workstation-encrypted.vmx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`encryption\.keySafe = "([^"]*)"`).FindSubmatch(b)
+	l, err := keysafe.Parse(string(m[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func TestResolverPhrase(t *testing.T) {
+	l := workstation(t)
+	r := NewResolver(NewPassphrase([]byte("nope")), NewPassphrase([]byte("password")))
+	k, op, err := r.Open(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(k.Bytes) != 32 || op.Locker != "phrase" || op.Source != "passphrase" || op.Pair != 0 {
+		t.Fatalf("%+v %+v", k, op)
+	}
+	if _, _, err := NewResolver(NewPassphrase([]byte("nope"))).Open(l); !errors.Is(err, keysafe.ErrWrongKey) {
+		t.Fatalf("wrong passphrase: %v", err)
+	}
+	var kn *keysafe.KeyNotFoundError
+	if _, _, err := NewResolver().Open(l); !errors.As(err, &kn) || kn.Provider != "passphrase" {
+		t.Fatalf("no source: %v", err)
+	}
+}
+
+func TestResolverFQIDAndList(t *testing.T) {
+	key := randKey(t, keysafe.CipherXTSAES256)
+	kek1, kek2 := make([]byte, 32), make([]byte, 32)
+	rand.Read(kek1)
+	rand.Read(kek2)
+	p1, _ := keysafe.LockFQID(key, "KMS", "id-1", kek1, rand.Reader)
+	p2, err := keysafe.LockPhrase(key, []byte("pw"), keysafe.CipherAES256, 1000, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := keysafe.Parse(keysafe.NewList(p1, p2).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The fqid pair opens with the right KEK file.
+	src := &kekSource{name: "KEK file a.json", keks: map[string][]byte{"KMS/id-1": kek1}}
+	k, op, err := NewResolver(NewPassphrase([]byte("bad")), src).Open(l)
+	if err != nil || !bytes.Equal(k.Bytes, key.Bytes) || op.Locker != "fqid KMS/id-1" || op.Source != "KEK file a.json" || op.Pair != 0 {
+		t.Fatalf("fqid: %v %+v", err, op)
+	}
+	// No KEK, right passphrase: the second pair opens.
+	k, op, err = NewResolver(&kekSource{name: "empty"}, NewPassphrase([]byte("pw"))).Open(l)
+	if err != nil || !bytes.Equal(k.Bytes, key.Bytes) || op.Pair != 1 || op.Locker != "phrase" {
+		t.Fatalf("phrase in list: %v %+v", err, op)
+	}
+	// A wrong KEK under the right name: wrong key (exit 3).
+	bad := &kekSource{name: "bad", keks: map[string][]byte{"KMS/id-1": kek2}}
+	if _, _, err := NewResolver(bad).Open(l); !errors.Is(err, keysafe.ErrWrongKey) {
+		t.Fatalf("wrong KEK: %v", err)
+	}
+	// Nothing supplied: key not found, naming the fqid provider and key id.
+	var kn *keysafe.KeyNotFoundError
+	if _, _, err := NewResolver(&kekSource{name: "empty"}).Open(l); !errors.As(err, &kn) || kn.Provider != "KMS" || kn.KeyID != "id-1" {
+		t.Fatalf("missing: %v", err)
+	}
+	// A source failing with corruption stops at once, even with a good passphrase after it.
+	broken := &kekSource{name: "broken", err: keysafe.ErrCorrupt}
+	if _, _, err := NewResolver(broken, NewPassphrase([]byte("pw"))).Open(l); !errors.Is(err, keysafe.ErrCorrupt) {
+		t.Fatalf("corrupt source: %v", err)
+	}
+	// A source saying wrong key (e.g. NKP backup of another KDK) moves on.
+	other := &kekSource{name: "other backup", err: keysafe.ErrWrongKey}
+	if _, _, err := NewResolver(other, src).Open(l); err != nil {
+		t.Fatalf("wrong-key source then right one: %v", err)
+	}
+	if _, _, err := NewResolver(other).Open(l); !errors.Is(err, keysafe.ErrWrongKey) {
+		t.Fatalf("only a wrong-key source: %v", err)
+	}
+}
+
+func TestResolverCorruptNeverWrongKey(t *testing.T) {
+	l := workstation(t)
+	l.Pairs()[0].Locked = l.Pairs()[0].Locked[:90]
+	if _, _, err := NewResolver(NewPassphrase([]byte("password"))).Open(l); !errors.Is(err, keysafe.ErrCorrupt) {
+		t.Fatalf("truncated blob: %v", err)
+	}
+	l = workstation(t)
+	l.Pairs()[0].Locker.KeyGenData = "pass2key=PBKDF2-HMAC-SHA-1:cipher=AES-256:rounds=999999999:salt=AAAAAAAAAAAAAAAAAAAAAA%3d%3d"
+	if _, _, err := NewResolver().Open(l); !errors.Is(err, keysafe.ErrUnsupported) {
+		t.Fatalf("rounds above cap with no source: %v", err)
+	}
+	if _, _, err := NewResolver().Open(&keysafe.Locator{Type: keysafe.TypeNull}); !errors.Is(err, keysafe.ErrUnsupported) {
+		t.Fatalf("null locator: %v", err)
+	}
+}
+
+// Opening the same pair many times runs PBKDF2 once.
+func TestResolverCache(t *testing.T) {
+	key := randKey(t, keysafe.CipherAES256)
+	p, _ := keysafe.LockPhrase(key, []byte("pw"), keysafe.CipherAES256, 200000, rand.Reader)
+	l := keysafe.NewList(p)
+	r := NewResolver(NewPassphrase([]byte("pw")))
+	if _, _, err := r.Open(l); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.cache) != 1 {
+		t.Fatalf("cache has %d entries", len(r.cache))
+	}
+	for i := 0; i < 50; i++ {
+		if _, _, err := r.Open(l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(r.cache) != 1 || r.derivations.Load() != 1 {
+		t.Fatalf("cache has %d entries, %d derivations after reopening", len(r.cache), r.derivations.Load())
+	}
+	// Another salt (another pair) is another derivation.
+	p2, _ := keysafe.LockPhrase(key, []byte("pw"), keysafe.CipherAES256, 1000, rand.Reader)
+	if _, _, err := r.Open(keysafe.NewList(p2)); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.cache) != 2 {
+		t.Fatalf("cache has %d entries, want 2", len(r.cache))
+	}
+}
+
+func BenchmarkResolverReopen(b *testing.B) {
+	key := &keysafe.Key{Cipher: keysafe.CipherAES256, Bytes: make([]byte, 32)}
+	p, _ := keysafe.LockPhrase(key, []byte("pw"), keysafe.CipherAES256, 10000, rand.Reader)
+	l := keysafe.NewList(p)
+	r := NewResolver(NewPassphrase([]byte("pw")))
+	for b.Loop() {
+		if _, _, err := r.Open(l); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
