@@ -1,0 +1,27 @@
+// Package recover turns an encrypted VMware VM folder and its keys into a
+// plain VM: it plans which files to read and which keys open them, and runs
+// the parallel decrypting copy with temp-and-rename outputs and a report.
+//
+// # The plan
+//
+// The VMX key safe is opened with a keys.Resolver; its configKey decrypts
+// encryption.data (the VM's settings), which hold the dataFileKey of the
+// VM's data files and name its disks. Every link of every disk chain
+// carries its own encryptionKeys locator, opened with the same Resolver.
+//
+// # The encrypted disk layer (MODEL, FORMATS.md §8)
+//
+// Disk is an io.ReaderAt over a chain: each allocated Data run held by link
+// k is read from link k as stored and decrypted with link k's XTS-AES-256
+// key, tweak = the virtual LBA; Zero runs and holes read as zeros and are
+// never decrypted; plain links pass through.
+//
+// # The pipeline
+//
+// Copy runs N workers over the allocation map in chunks, writes with WriteAt
+// (all-zero chunks, Zero runs and holes are skipped so outputs stay sparse),
+// with a fixed pool of buffers, and hashes the output in order as it goes.
+// Outputs are written to temporary names in the output folder and renamed
+// only when complete and verified; a cancelled or failed run removes them.
+// Inputs are only ever opened read-only.
+package recover

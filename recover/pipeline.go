@@ -1,0 +1,243 @@
+package recover
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/vmcrypt/vmcrypt/vmdk"
+)
+
+// Pipeline limits.
+const (
+	// DefaultChunkSize is the unit of work of the copy pipeline.
+	DefaultChunkSize = 1 << 20
+	// MaxChunkSize caps CopyOptions.ChunkSize.
+	MaxChunkSize = 16 << 20
+	// MaxJobs caps CopyOptions.Jobs.
+	MaxJobs = 64
+)
+
+// CopyOptions tune Copy.
+type CopyOptions struct {
+	// Jobs is the number of workers (default: GOMAXPROCS, at most MaxJobs).
+	Jobs int
+	// ChunkSize is the unit of work in bytes, a multiple of 512
+	// (default DefaultChunkSize, at most MaxChunkSize).
+	ChunkSize int64
+	// Progress, when set, is called after each chunk with the Data bytes
+	// copied so far and the total; calls are serialised.
+	Progress func(done, total int64)
+}
+
+func (o *CopyOptions) norm() (jobs int, chunk int64, err error) {
+	jobs, chunk = o.Jobs, o.ChunkSize
+	if jobs <= 0 {
+		jobs = runtime.GOMAXPROCS(0)
+	}
+	jobs = min(jobs, MaxJobs)
+	if chunk == 0 {
+		chunk = DefaultChunkSize
+	}
+	if chunk < SectorSize || chunk > MaxChunkSize || chunk%SectorSize != 0 {
+		return 0, 0, fmt.Errorf("recover: chunk size %d is not a multiple of 512 in 512..%d", chunk, MaxChunkSize)
+	}
+	return jobs, chunk, nil
+}
+
+// chunk is one unit of work: Data bytes [off, off+n).
+type chunk struct{ off, n int64 }
+
+// chunks splits the Data runs at chunk-size boundaries of the virtual disk.
+func chunks(runs []vmdk.Run, csize int64) []chunk {
+	var out []chunk
+	for _, r := range runs {
+		if r.State != vmdk.Data {
+			continue
+		}
+		for off := r.Off; off < r.Off+r.Len; {
+			end := min(r.Off+r.Len, (off/csize+1)*csize)
+			out = append(out, chunk{off, end - off})
+			off = end
+		}
+	}
+	return out
+}
+
+// Copy copies the plaintext of src (size bytes, allocation map runs) into
+// dst with N workers: each Data chunk is read, written with WriteAt unless
+// it is all zeros, so that holes, Zero runs and zero chunks stay unwritten
+// (dst must read them as zeros: a fresh, truncated file stays sparse).
+// At the same time it computes, in order, the sha256 of all size bytes as
+// dst then holds them (holes counted as zeros) and returns it.
+//
+// Memory is bounded: 2*Jobs+2 chunk buffers, reused. Ordering: a worker
+// that finishes the lowest unhashed chunk hashes it and every finished chunk
+// after it, so the hash costs no extra goroutine and Jobs=1 does all the
+// work on one.
+//
+// Cancelling ctx stops the workers after their current chunk and returns
+// ctx.Err().
+func Copy(ctx context.Context, dst io.WriterAt, src io.ReaderAt, size int64, runs []vmdk.Run, opts *CopyOptions) ([sha256.Size]byte, error) {
+	var sum [sha256.Size]byte
+	if opts == nil {
+		opts = &CopyOptions{}
+	}
+	jobs, csize, err := opts.norm()
+	if err != nil {
+		return sum, err
+	}
+	work := chunks(runs, csize)
+	var total int64
+	for _, c := range work {
+		total += c.n
+	}
+	nbuf := 2*jobs + 2
+	bufs := make(chan []byte, nbuf)
+	for range nbuf {
+		bufs <- make([]byte, csize)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+
+	o := &orderer{
+		h: sha256.New(), ready: make([][]byte, len(work)), work: work, bufs: bufs,
+		size: size, total: total, progress: opts.Progress,
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range jobs {
+		wg.Go(func() {
+			for {
+				var b []byte
+				select {
+				case b = <-bufs:
+				case <-ctx.Done():
+					return
+				}
+				i := next.Add(1) - 1
+				if i >= int64(len(work)) || ctx.Err() != nil {
+					bufs <- b
+					return
+				}
+				c := work[i]
+				p := b[:c.n]
+				if err := readFull(src, p, c.off); err != nil {
+					cancel(err)
+					bufs <- b
+					return
+				}
+				if !allZero(p) {
+					if _, err := dst.WriteAt(p, c.off); err != nil {
+						cancel(fmt.Errorf("writing at offset %d: %w", c.off, err))
+						bufs <- b
+						return
+					}
+				}
+				o.done(int(i), p)
+			}
+		})
+	}
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil {
+		return sum, err
+	}
+	if o.next != len(work) {
+		return sum, errors.New("recover: internal error: copy ended early")
+	}
+	hashZeros(o.h, size-o.hashed)
+	o.h.Sum(sum[:0])
+	return sum, nil
+}
+
+// orderer hashes finished chunks in order.
+type orderer struct {
+	mu       sync.Mutex
+	h        hash.Hash
+	ready    [][]byte // finished, unhashed chunks by index
+	work     []chunk
+	next     int   // lowest unhashed chunk
+	hashing  bool  // a worker is hashing
+	hashed   int64 // bytes hashed so far (virtual offset)
+	bufs     chan []byte
+	size     int64
+	total    int64
+	copied   int64
+	progress func(done, total int64)
+}
+
+// done records chunk i (data p) as finished and, unless another worker is
+// hashing, hashes every finished chunk from o.next on.
+func (o *orderer) done(i int, p []byte) {
+	o.mu.Lock()
+	o.ready[i] = p
+	o.copied += int64(len(p))
+	if o.progress != nil {
+		o.progress(o.copied, o.total)
+	}
+	if o.hashing {
+		o.mu.Unlock()
+		return
+	}
+	o.hashing = true
+	for o.next < len(o.ready) && o.ready[o.next] != nil {
+		b := o.ready[o.next]
+		c := o.work[o.next]
+		o.ready[o.next] = nil
+		o.next++
+		o.mu.Unlock()
+		hashZeros(o.h, c.off-o.hashed)
+		o.h.Write(b)
+		o.hashed = c.off + c.n
+		o.bufs <- b[:cap(b)]
+		o.mu.Lock()
+	}
+	o.hashing = false
+	o.mu.Unlock()
+}
+
+var zeros = make([]byte, 1<<20)
+
+// hashZeros feeds n zero bytes to h.
+func hashZeros(h hash.Hash, n int64) {
+	for n > 0 {
+		k := min(n, int64(len(zeros)))
+		h.Write(zeros[:k])
+		n -= k
+	}
+}
+
+// allZero reports whether p holds only zero bytes.
+func allZero(p []byte) bool {
+	for len(p) >= 8 {
+		if binary.LittleEndian.Uint64(p) != 0 {
+			return false
+		}
+		p = p[8:]
+	}
+	for _, c := range p {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// readFull reads exactly len(p) bytes at off; a short read is an error.
+func readFull(r io.ReaderAt, p []byte, off int64) error {
+	n, err := r.ReadAt(p, off)
+	if n == len(p) {
+		return nil
+	}
+	if err == nil || err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
+}
