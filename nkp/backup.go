@@ -267,8 +267,11 @@ func parseMacData(b []byte) (*macData, []byte, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	alg, _, di, err := algorithm(di, "macData digestAlgorithm")
+	alg, params, di, err := algorithm(di, "macData digestAlgorithm")
 	if err != nil {
+		return nil, nil, err
+	}
+	if err := nullParams(params, "macData digestAlgorithm"); err != nil {
 		return nil, nil, err
 	}
 	m := &macData{iterations: 1}
@@ -313,6 +316,14 @@ func parseMacData(b []byte) (*macData, []byte, error) {
 		return nil, nil, err
 	}
 	return m, rest, nil
+}
+
+// nullParams accepts absent or NULL AlgorithmIdentifier parameters.
+func nullParams(p []byte, field string) error {
+	if p == nil || bytes.Equal(p, asn1.NullBytes) {
+		return nil
+	}
+	return corruptf(field, "parameters must be NULL or absent")
 }
 
 func checkIterations(it int, big bool, field string) error {
@@ -711,7 +722,11 @@ func parsePBE(alg asn1.ObjectIdentifier, params []byte, field string) (*pbe, err
 		prf := prfs[0] // DEFAULT hmacWithSHA1
 		if len(kp) > 0 {
 			var po asn1.ObjectIdentifier
-			if po, _, kp, err = algorithm(kp, field+" PBKDF2 prf"); err != nil {
+			var pp []byte
+			if po, pp, kp, err = algorithm(kp, field+" PBKDF2 prf"); err != nil {
+				return nil, err
+			}
+			if err := nullParams(pp, field+" PBKDF2 prf"); err != nil {
 				return nil, err
 			}
 			found := false

@@ -45,6 +45,9 @@ func (b *Backup) Open(password []byte) ([]KDK, error) {
 		}
 	}
 	kdks, opened, err := b.decryptAll(password, bmp)
+	if !b.hasKeyEntry() {
+		return nil, corruptf("file", "no key entry (secret key bag) found")
+	}
 	if b.mac != nil && !macOK {
 		if opened > 0 {
 			return nil, corruptf("macData", "the MAC does not match although the password opens the key entry: the file was changed")
@@ -64,6 +67,22 @@ func (b *Backup) Open(password []byte) ([]KDK, error) {
 		return nil, corruptf("file", "no key entry (secret key bag) found")
 	}
 	return kdks, nil
+}
+
+// hasKeyEntry reports whether the file has a key bag or an encrypted
+// container that may hold one.
+func (b *Backup) hasKeyEntry() bool {
+	for _, c := range b.Containers {
+		if c.Type == "encryptedData" {
+			return true
+		}
+		for _, bag := range c.Bags {
+			if bag.Key {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // decryptAll walks every container and bag; opened counts the encrypted
@@ -163,8 +182,11 @@ func parsePrivateKeyInfo(b []byte, field string) ([]byte, error) {
 	if big || v > 1 {
 		return nil, corruptf(field+" version", "%d", v)
 	}
-	alg, _, body, err := algorithm(body, field+" algorithm")
+	alg, params, body, err := algorithm(body, field+" algorithm")
 	if err != nil {
+		return nil, err
+	}
+	if err := nullParams(params, field+" algorithm"); err != nil {
 		return nil, err
 	}
 	key, _, err := octets(body, field+" privateKey")

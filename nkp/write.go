@@ -61,9 +61,7 @@ func Marshal(kdk *KDK, password []byte, opt *WriteOptions) ([]byte, error) {
 	}
 
 	// PKCS#8 PrivateKeyInfo { 0, { aes, NULL }, OCTET STRING key }, as Java.
-	pki := seq(der(asn1.ClassUniversal, asn1.TagInteger, false, []byte{0}),
-		seq(mustOID(oidAESArc), asn1.NullBytes),
-		der(asn1.ClassUniversal, asn1.TagOctetString, false, kdk.Key))
+	pki := privateKeyInfo(kdk.Key)
 	key, err := pbkdf2.Key(sha256.New, string(password), salt, o.Iterations, 32)
 	if err != nil {
 		return nil, err
@@ -106,6 +104,11 @@ func Marshal(kdk *KDK, password []byte, opt *WriteOptions) ([]byte, error) {
 	macData := seq(seq(seq(mustOID(oidSHA256), asn1.NullBytes), octet(h.Sum(nil))), octet(macSalt), integer(o.Iterations))
 
 	return seq(integer(3), seq(mustOID(oidData), explicit0(octet(authSafe))), macData), nil
+}
+
+// privateKeyInfo is the PKCS#8 encoding of an AES key as JDK 17 writes it.
+func privateKeyInfo(key []byte) []byte {
+	return seq(integer(0), seq(mustOID(oidAESArc), asn1.NullBytes), octet(key))
 }
 
 func der(class, tag int, compound bool, body []byte) []byte {

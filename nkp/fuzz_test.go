@@ -1,0 +1,86 @@
+package nkp
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+
+	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
+)
+
+// FuzzParse: the PKCS#12 walker never panics on any input, fails only with
+// the package's sentinels, and Open (low iteration counts only, to keep the
+// fuzzer fast) never panics and never returns a partial result.
+func FuzzParse(f *testing.F) {
+	for _, fx := range fixtures {
+		f.Add(readFixture(f, fx.file))
+	}
+	k, _ := NewKDK("fuzz")
+	raw, _ := Marshal(k, []byte("pw"), &WriteOptions{Iterations: 1})
+	f.Add(raw)
+	f.Add(buildBackup(1, 1))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		b, err := ParseBytes(data)
+		if err != nil {
+			if b != nil {
+				t.Fatal("partial value with an error")
+			}
+			if !errors.Is(err, keysafe.ErrCorrupt) && !errors.Is(err, keysafe.ErrUnsupported) {
+				t.Fatalf("unexpected error class: %v", err)
+			}
+			return
+		}
+		if b.mac != nil && b.mac.iterations > 64 {
+			return
+		}
+		for _, c := range b.Containers {
+			if c.pbe != nil && c.pbe.info.Iterations > 64 {
+				return
+			}
+			for _, bag := range c.Bags {
+				if bag.pbe != nil && bag.pbe.info.Iterations > 64 {
+					return
+				}
+			}
+		}
+		kdks, err := b.Open([]byte("pw"))
+		if err != nil {
+			if kdks != nil {
+				t.Fatal("partial value with an error")
+			}
+			if !errors.Is(err, keysafe.ErrCorrupt) && !errors.Is(err, keysafe.ErrUnsupported) && !errors.Is(err, keysafe.ErrWrongKey) {
+				t.Fatalf("unexpected error class: %v", err)
+			}
+			return
+		}
+		for _, k := range kdks {
+			if len(k.Key) != KDKSize {
+				t.Fatalf("KDK of %d bytes", len(k.Key))
+			}
+		}
+	})
+}
+
+// FuzzKeyID: ParseKeyID never panics and re-serialises byte for byte.
+func FuzzKeyID(f *testing.F) {
+	if k, err := ParseKeyIDString(realKeyID(f)); err == nil {
+		f.Add(k.Bytes())
+	}
+	f.Add(make([]byte, KeyIDSize))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		k, err := ParseKeyID(data)
+		if err != nil {
+			if k != nil || !errors.Is(err, keysafe.ErrCorrupt) {
+				t.Fatalf("%v / %v", k, err)
+			}
+			return
+		}
+		if !bytes.Equal(k.Bytes(), data) {
+			t.Fatalf("round trip:\n%x\n%x", data, k.Bytes())
+		}
+		back, err := ParseKeyIDString(k.String())
+		if err != nil || *back != *k {
+			t.Fatalf("string round trip: %v", err)
+		}
+	})
+}
