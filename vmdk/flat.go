@@ -1,0 +1,61 @@
+package vmdk
+
+import (
+	"fmt"
+	"io"
+)
+
+// flatExtent is a FLAT (hosted) or VMFS (ESXi) extent: the virtual bytes
+// stored as they are, from a byte offset of a plain file.
+type flatExtent struct {
+	f    io.ReaderAt
+	name string
+	base int64 // byte offset of the extent's data in the file
+	n    int64 // virtual bytes
+}
+
+// openFlat checks that the file holds the whole extent: a flat file that
+// is too short is refused rather than read as zeros.
+func openFlat(f io.ReaderAt, fileSize int64, name string, base, n int64) (*flatExtent, error) {
+	if base < 0 || base > fileSize || n > fileSize-base {
+		return nil, corruptf(name, -1, "flat extent", "the descriptor needs %d bytes from offset %d, the file has %d bytes", n, base, fileSize)
+	}
+	return &flatExtent{f: f, name: name, base: base, n: n}, nil
+}
+
+func (e *flatExtent) size() int64  { return e.n }
+func (e *flatExtent) close() error { return nil }
+
+func (e *flatExtent) mapAt(off int64) (State, int64, error) {
+	if off < 0 || off >= e.n {
+		return 0, 0, fmt.Errorf("vmdk: %s: map offset %d outside 0..%d", e.name, off, e.n)
+	}
+	return Data, e.n - off, nil
+}
+
+func (e *flatExtent) readAt(p []byte, off int64) error {
+	if off < 0 || int64(len(p)) > e.n-off {
+		return fmt.Errorf("vmdk: %s: read of %d bytes at %d outside 0..%d", e.name, len(p), off, e.n)
+	}
+	if err := readFull(e.f, p, e.base+off); err != nil {
+		return corruptf(e.name, e.base+off, "flat extent", "cannot read %d bytes: %v", len(p), err)
+	}
+	return nil
+}
+
+// zeroExtent is a ZERO extent: zeros that hide any parent.
+type zeroExtent struct{ n int64 }
+
+func (e zeroExtent) size() int64  { return e.n }
+func (e zeroExtent) close() error { return nil }
+
+func (e zeroExtent) mapAt(off int64) (State, int64, error) {
+	if off < 0 || off >= e.n {
+		return 0, 0, fmt.Errorf("vmdk: ZERO extent map offset %d outside 0..%d", off, e.n)
+	}
+	return Zero, e.n - off, nil
+}
+
+func (e zeroExtent) readAt(p []byte, off int64) error {
+	return fmt.Errorf("vmdk: ZERO extent read at %d: range is not stored data", off)
+}
