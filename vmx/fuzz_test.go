@@ -1,0 +1,68 @@
+package vmx
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
+)
+
+// FuzzVMXParse: never panics, round-trips byte for byte, and a value set
+// with Set reads back the same.
+func FuzzVMXParse(f *testing.F) {
+	f.Add(readVector(f, "workstation-encrypted.vmx"), "x")
+	f.Add(readVector(f, "xts-selfgen.vmx"), "a|b\"c")
+	f.Add([]byte("# c\r\n\r\nA = \"|22\"\r\nodd"), "\r\n")
+	f.Fuzz(func(t *testing.T, b []byte, v string) {
+		vf, err := ParseBytes(b)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(vf.Bytes(), b) {
+			t.Fatal("no byte round trip")
+		}
+		for _, l := range vf.Lines {
+			if l.Kind == Setting {
+				if got, _ := vf.Get(l.Key); got == "" && l.Value != "" && vf.Count(l.Key) == 1 {
+					t.Fatal("Get lost a value")
+				}
+			}
+		}
+		vf.Set("fuzz.key", v)
+		vf2, err := ParseBytes(vf.Bytes())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := vf2.Get("FUZZ.KEY"); got != v {
+			t.Fatalf("Set %q read back %q", v, got)
+		}
+		_, _ = vf.KeySafe()
+	})
+}
+
+// FuzzDecryptData: arbitrary encryption.data never panics and, under the
+// right config key, fails only as corrupt.
+func FuzzDecryptData(f *testing.F) {
+	vf, _ := ParseBytes(readVector(f, "workstation-encrypted.vmx"))
+	_, data, _, _ := vf.Encryption()
+	f.Add(data)
+	f.Add(data[:100])
+	f.Add("")
+	key, _ := keysafe.ParseKeyDict("type=key:cipher=AES-256:key=i7BE98D0tBWWFK9hKfi/HRfRmwKuAF4/UJtB6Z3cHM4%3d")
+	f.Fuzz(func(t *testing.T, s string) {
+		text, err := DecryptData(key, s)
+		if err != nil {
+			if text != nil {
+				t.Fatal("partial text on error")
+			}
+			return
+		}
+		enc, err := EncryptData(key, text, bytes.NewReader(make([]byte, 16)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if back, err := DecryptData(key, enc); err != nil || !bytes.Equal(back, text) {
+			t.Fatal("re-encryption does not round-trip")
+		}
+	})
+}

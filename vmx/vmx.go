@@ -1,0 +1,275 @@
+// Package vmx reads and writes VMware .vmx files: the line format
+// (FORMATS.md §1), the encrypted part of a VM's settings (encryption.keySafe
+// and encryption.data, §5) and the security posture of a VM (vTPM, Secure
+// Boot, vMotion encryption, conflicts).
+//
+// # Parsing
+//
+// Parse and ParseBytes keep every line as written: order, comments, blank
+// lines, line endings (LF or CRLF, per line) and the exact spelling of keys
+// and values, so Bytes gives back the input byte for byte. Keys are looked
+// up case-insensitively; values are decoded from VMware's |XX escapes.
+//
+// # Encryption
+//
+// An encrypted VMX keeps a few plain header lines plus encryption.keySafe
+// (a key safe, package keysafe) and encryption.data. DecryptData and
+// EncryptData handle encryption.data with the config key the key safe
+// wraps; Decrypt and Encrypt do the whole file.
+//
+// Errors wrap the sentinels of package keysafe: ErrCorrupt for damaged
+// input (including a MAC failure on encryption.data once the key safe has
+// opened), ErrUnsupported for what vmcrypt does not handle or caps.
+package vmx
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
+)
+
+// MaxFileSize caps the size of a .vmx file (real ones are a few KiB; an
+// encrypted one holds its settings in base64).
+const MaxFileSize = 16 << 20
+
+// LineKind says what a line holds.
+type LineKind int
+
+// Line kinds.
+const (
+	Setting LineKind = iota // key = "value"
+	Blank                   // empty or white space only
+	Comment                 // starts with '#'
+	Other                   // anything else, kept as written
+)
+
+// Line is one line of a VMX file.
+type Line struct {
+	Kind  LineKind
+	Key   string // as written (Setting only)
+	Value string // decoded (Setting only)
+	Raw   string // the text as written, without the line ending
+	EOL   string // "\n", "\r\n" or "" (last line without a newline)
+}
+
+// File is a parsed VMX file.
+type File struct {
+	Lines []Line
+	BOM   bool // the input started with a UTF-8 byte-order mark
+}
+
+// Parse reads a VMX file of the given size (at most MaxFileSize).
+func Parse(r io.ReaderAt, size int64) (*File, error) {
+	if size < 0 || size > MaxFileSize {
+		return nil, fmt.Errorf("VMX file of %d bytes is larger than the %d allowed: %w", size, MaxFileSize, keysafe.ErrUnsupported)
+	}
+	b := make([]byte, size)
+	if _, err := r.ReadAt(b, 0); err != nil && !(err == io.EOF && size == 0) {
+		return nil, fmt.Errorf("reading VMX: %w", err)
+	}
+	return ParseBytes(b)
+}
+
+// ParseBytes parses VMX text (at most MaxFileSize bytes). It does not fail
+// on odd lines: they are kept as Other lines.
+func ParseBytes(b []byte) (*File, error) {
+	if len(b) > MaxFileSize {
+		return nil, fmt.Errorf("VMX text of %d bytes is larger than the %d allowed: %w", len(b), MaxFileSize, keysafe.ErrUnsupported)
+	}
+	f := &File{}
+	if bytes.HasPrefix(b, []byte("\xef\xbb\xbf")) {
+		f.BOM = true
+		b = b[3:]
+	}
+	s := string(b)
+	for len(s) > 0 {
+		var raw, eol string
+		if i := strings.IndexByte(s, '\n'); i >= 0 {
+			raw, eol, s = s[:i], "\n", s[i+1:]
+			if strings.HasSuffix(raw, "\r") {
+				raw, eol = raw[:len(raw)-1], "\r\n"
+			}
+		} else {
+			raw, s = s, ""
+		}
+		f.Lines = append(f.Lines, parseLine(raw, eol))
+	}
+	return f, nil
+}
+
+func parseLine(raw, eol string) Line {
+	l := Line{Raw: raw, EOL: eol}
+	t := strings.TrimSpace(raw)
+	switch {
+	case t == "":
+		l.Kind = Blank
+		return l
+	case t[0] == '#':
+		l.Kind = Comment
+		return l
+	}
+	k, v, ok := strings.Cut(t, "=")
+	k = strings.TrimSpace(k)
+	v = strings.TrimSpace(v)
+	if !ok || k == "" || strings.ContainsAny(k, " \t\"") {
+		l.Kind = Other
+		return l
+	}
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+		v = v[1 : len(v)-1]
+	}
+	l.Kind, l.Key, l.Value = Setting, k, DecodeValue(v)
+	return l
+}
+
+// DecodeValue decodes VMware's |XX escapes (two hex digits). A '|' not
+// followed by two hex digits is kept as it is.
+func DecodeValue(v string) string {
+	if strings.IndexByte(v, '|') < 0 {
+		return v
+	}
+	var b strings.Builder
+	for i := 0; i < len(v); i++ {
+		if v[i] == '|' && i+2 < len(v) {
+			if hi, ok := unhex(v[i+1]); ok {
+				if lo, ok := unhex(v[i+2]); ok {
+					b.WriteByte(hi<<4 | lo)
+					i += 2
+					continue
+				}
+			}
+		}
+		b.WriteByte(v[i])
+	}
+	return b.String()
+}
+
+// EncodeValue escapes a value for writing: '"', '|', '#' and control bytes
+// become |XX (upper-case hex, as VMware writes |22 and |7C).
+func EncodeValue(v string) string {
+	const hexd = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c == '"' || c == '|' || c == '#' || c < 0x20 || c == 0x7f {
+			b.WriteByte('|')
+			b.WriteByte(hexd[c>>4])
+			b.WriteByte(hexd[c&15])
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10, true
+	case c >= 'A' && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}
+
+// Bytes serialises the file: unchanged lines exactly as read.
+func (f *File) Bytes() []byte {
+	var b bytes.Buffer
+	if f.BOM {
+		b.WriteString("\xef\xbb\xbf")
+	}
+	for _, l := range f.Lines {
+		b.WriteString(l.Raw)
+		b.WriteString(l.EOL)
+	}
+	return b.Bytes()
+}
+
+// EOL returns the line ending the file uses: that of its first line, or
+// "\n" when it has none.
+func (f *File) EOL() string {
+	for _, l := range f.Lines {
+		if l.EOL != "" {
+			return l.EOL
+		}
+	}
+	return "\n"
+}
+
+// find returns the index of the last setting named key (case-insensitive),
+// or -1.
+func (f *File) find(key string) int {
+	for i := len(f.Lines) - 1; i >= 0; i-- {
+		if f.Lines[i].Kind == Setting && strings.EqualFold(f.Lines[i].Key, key) {
+			return i
+		}
+	}
+	return -1
+}
+
+// Get returns the decoded value of key (case-insensitive; the last one
+// wins when a key is repeated, as in VMware).
+func (f *File) Get(key string) (string, bool) {
+	if i := f.find(key); i >= 0 {
+		return f.Lines[i].Value, true
+	}
+	return "", false
+}
+
+// Count returns how many settings are named key (case-insensitive).
+func (f *File) Count(key string) int {
+	n := 0
+	for _, l := range f.Lines {
+		if l.Kind == Setting && strings.EqualFold(l.Key, key) {
+			n++
+		}
+	}
+	return n
+}
+
+// SettingLine builds the line `key = "value"` with the value encoded.
+func SettingLine(key, value, eol string) Line {
+	return Line{Kind: Setting, Key: key, Value: value, Raw: key + ` = "` + EncodeValue(value) + `"`, EOL: eol}
+}
+
+// Set changes the value of key (its last occurrence, keeping the key's
+// spelling) or appends `key = "value"` with the file's line ending.
+func (f *File) Set(key, value string) {
+	if i := f.find(key); i >= 0 {
+		f.Lines[i] = SettingLine(f.Lines[i].Key, value, f.Lines[i].EOL)
+		return
+	}
+	eol := f.EOL()
+	if n := len(f.Lines); n > 0 && f.Lines[n-1].EOL == "" {
+		f.Lines[n-1].EOL = eol
+	}
+	f.Lines = append(f.Lines, SettingLine(key, value, eol))
+}
+
+// Delete removes every setting named key (case-insensitive).
+func (f *File) Delete(key string) {
+	out := f.Lines[:0]
+	for _, l := range f.Lines {
+		if l.Kind == Setting && strings.EqualFold(l.Key, key) {
+			continue
+		}
+		out = append(out, l)
+	}
+	f.Lines = out
+}
+
+// Keys returns the setting names in file order (as written).
+func (f *File) Keys() []string {
+	var ks []string
+	for _, l := range f.Lines {
+		if l.Kind == Setting {
+			ks = append(ks, l.Key)
+		}
+	}
+	return ks
+}
