@@ -431,6 +431,10 @@ func TestDeltaQemuAgrees(t *testing.T) {
 					}
 				}
 			}
+			// The whole chain through Open (descriptor, delta, flat parent).
+			if got := readDisk(t, desc); !bytes.Equal(got, q) {
+				t.Fatalf("Open reads the chain differently from qemu-img (first diff at %d)", firstDiff(got, q))
+			}
 			t.Logf("%s: %d grains, sha256 %x agree", c.name, len(grains), sha256.Sum256(q))
 		})
 	}
@@ -678,4 +682,19 @@ func FuzzCOWDHeader(f *testing.F) {
 
 func FuzzSESparseHeader(f *testing.F) {
 	fuzzDelta(f, validSESparse(f), func(r *bytes.Reader, n int64) (extent, error) { return newSESparseExtent(r, n, "f.vmdk") })
+}
+
+// readDisk opens path with Open and reads the whole virtual disk.
+func readDisk(t testing.TB, path string) []byte {
+	t.Helper()
+	d, err := Open(path, nil)
+	if err != nil {
+		t.Fatalf("Open %s: %v", path, err)
+	}
+	defer d.Close()
+	b := make([]byte, d.Size())
+	if n, err := d.ReadAt(b, 0); n != len(b) || err != nil {
+		t.Fatalf("ReadAt: %d, %v", n, err)
+	}
+	return b
 }

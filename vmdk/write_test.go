@@ -158,6 +158,10 @@ func TestWriteQemuReadsBack(t *testing.T) {
 				if sf == SubformatMonolithicSparse || sf == SubformatTwoGbMaxExtentSparse {
 					qemuCheck(t, p)
 				}
+				if got := readDisk(t, p); !bytes.Equal(got, want) {
+					t.Fatalf("Open reads back differently (first diff at %d)", firstDiff(got, want))
+				}
+				checkAllocated(t, p, c, grain, xf, sf)
 				// No temporary file left behind.
 				ents, _ := os.ReadDir(dir)
 				for _, e := range ents {
@@ -221,6 +225,9 @@ func TestWriteDeltaChain(t *testing.T) {
 			got := qemuRaw(t, dp)
 			if sha(got) != sha(want) {
 				t.Fatalf("qemu-img reads the chain differently (first diff at %d)", firstDiff(got, want))
+			}
+			if got := readDisk(t, dp); !bytes.Equal(got, want) {
+				t.Fatalf("Open reads the chain differently (first diff at %d)", firstDiff(got, want))
 			}
 		})
 	}
@@ -329,6 +336,55 @@ func TestWriteFailureCleansUp(t *testing.T) {
 		}
 		if ents, _ := os.ReadDir(d); len(ents) != 0 {
 			t.Errorf("%s: files left behind", b.name)
+		}
+	}
+}
+
+// checkAllocated proves the allocation map of the written disk: every
+// Data byte of the input lies in a Data run (or, without a Transform,
+// reads as zeros), and nothing outside the grains touched by runs is
+// allocated (flat disks: nothing but stored chunks, or all with a
+// Transform).
+func checkAllocated(t *testing.T, p string, c *writeCase, grain int64, xf bool, sf string) {
+	t.Helper()
+	d, err := Open(p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	runs, err := d.Allocated()
+	if err != nil {
+		t.Fatal(err)
+	}
+	capB := d.Size()
+	alloc := make([]State, capB/512)
+	for _, r := range runs {
+		for s := r.Off / 512; s < (r.Off+r.Len)/512; s++ {
+			alloc[s] = r.State
+		}
+	}
+	touched := make([]bool, capB/512)
+	for _, r := range c.runs {
+		for g := r.Off / grain * grain; g < r.Off+r.Len; g += grain {
+			for s := g / 512; s < min(g+grain, capB)/512; s++ {
+				touched[s] = true
+			}
+		}
+		if r.State != Data {
+			continue
+		}
+		for s := r.Off / 512; s < (r.Off+r.Len+511)/512; s++ {
+			if alloc[s] != Data && (xf || !allZero(c.src[s*512:min(s*512+512, c.size)])) {
+				t.Fatalf("sector %d holds input data but is %v", s, alloc[s])
+			}
+		}
+	}
+	if sf == SubformatMonolithicFlat && xf {
+		return // everything is stored
+	}
+	for s, st := range alloc {
+		if st != Unallocated && !touched[s] {
+			t.Fatalf("sector %d is %v though no run touches its grain", s, st)
 		}
 	}
 }
