@@ -1,0 +1,347 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/vmcrypt/vmcrypt/nkp"
+	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
+)
+
+// The nkp command: Native Key Provider backups (.p12). The password comes
+// from --password-file or VMCRYPT_NKP_PASSWORD, else it is empty; never
+// from argv.
+
+func init() {
+	pwFlag := &cli.StringFlag{Name: "password-file", Usage: "read the backup password from `FILE`; or set " + envNKPPassword + " (empty password if neither)"}
+	jsonFlag := &cli.BoolFlag{Name: "json", Usage: "print JSON"}
+	register(&cli.Command{
+		Name:  "nkp",
+		Usage: "Native Key Provider backups (.p12): inspect, verify against VMs, create",
+		Subcommands: []*cli.Command{
+			{
+				Name:      "inspect",
+				Usage:     "show a backup's KDK id, provider, algorithms and iterations (never a secret)",
+				ArgsUsage: "BACKUP",
+				Flags:     []cli.Flag{pwFlag, jsonFlag},
+				Action:    nkpInspect,
+			},
+			{
+				Name:      "verify",
+				Usage:     "check that a backup opens every NKP-locked VM (VMX key safe and every disk key)",
+				ArgsUsage: "BACKUP VMPATH...",
+				Flags:     []cli.Flag{pwFlag, jsonFlag},
+				Action:    nkpVerify,
+			},
+			{
+				Name:      "create",
+				Usage:     "make a new KDK and write it as a backup; prints the KDK id",
+				ArgsUsage: "OUT.p12",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "provider", Usage: "key provider `NAME` stored in the backup (required)"},
+					pwFlag,
+					&cli.BoolFlag{Name: "force", Usage: "replace OUT.p12 if it exists"},
+					jsonFlag,
+				},
+				Action: nkpCreate,
+			},
+		},
+	})
+}
+
+// flagsAfterArgs applies the command's flags that follow positional
+// arguments (urfave/cli v2 stops parsing flags at the first positional, so
+// `nkp inspect BACKUP --json` would otherwise see "--json" as an argument)
+// and returns the positional arguments. "--" ends the flags.
+func flagsAfterArgs(c *cli.Context) ([]string, error) {
+	args := c.Args().Slice()
+	var pos []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			pos = append(pos, args[i+1:]...)
+			break
+		}
+		if !strings.HasPrefix(a, "-") || a == "-" {
+			pos = append(pos, a)
+			continue
+		}
+		name := strings.TrimLeft(a, "-")
+		val, hasVal := "", false
+		if j := strings.IndexByte(name, '='); j >= 0 {
+			name, val, hasVal = name[:j], name[j+1:], true
+		}
+		var flag cli.Flag
+		for _, f := range c.Command.Flags {
+			for _, n := range f.Names() {
+				if n == name {
+					flag = f
+				}
+			}
+		}
+		if flag == nil {
+			return nil, usagef("flag provided but not defined: %s", a)
+		}
+		if _, isBool := flag.(*cli.BoolFlag); isBool {
+			if !hasVal {
+				val = "true"
+			}
+		} else if !hasVal {
+			if i+1 >= len(args) {
+				return nil, usagef("flag needs an argument: %s", a)
+			}
+			i++
+			val = args[i]
+		}
+		if err := c.Set(name, val); err != nil {
+			return nil, usagef("invalid value %q for flag %s: %v", val, a, err)
+		}
+	}
+	return pos, nil
+}
+
+// readBackup parses a backup file without the password.
+func readBackup(path string) (*nkp.Backup, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, 0, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, 0, fmt.Errorf("%s is not a regular file", path)
+	}
+	b, err := nkp.Parse(f, fi.Size())
+	if err != nil {
+		return nil, 0, fmt.Errorf("%s: %w", path, err)
+	}
+	return b, fi.Size(), nil
+}
+
+// nkpInspectReport is what `nkp inspect` prints.
+type nkpInspectReport struct {
+	File       string          `json:"file"`
+	Size       int64           `json:"size"`
+	Format     string          `json:"format"`
+	MAC        *nkp.MACInfo    `json:"mac,omitempty"`
+	Containers []nkp.Container `json:"containers"`
+	// Password: "verified" (the given or the empty password opens it),
+	// "not given" (no password given and the empty one does not open it).
+	Password string    `json:"password"`
+	KDKs     []kdkInfo `json:"kdks,omitempty"`
+}
+
+type kdkInfo struct {
+	ID       string `json:"id"`
+	Provider string `json:"provider,omitempty"`
+}
+
+func nkpInspect(c *cli.Context) error {
+	args, err := flagsAfterArgs(c)
+	if err != nil {
+		return err
+	}
+	if len(args) != 1 {
+		return usagef("nkp inspect needs one BACKUP")
+	}
+	path := args[0]
+	b, size, err := readBackup(path)
+	if err != nil {
+		return err
+	}
+	pw, given, err := nkpPasswordGiven(c, "password-file")
+	if err != nil {
+		return err
+	}
+	rep := nkpInspectReport{File: path, Size: size, Format: "PKCS#12 NKP backup (modelled format)", MAC: b.MAC, Containers: b.Containers}
+	kdks, err := b.Open(pw)
+	switch {
+	case err == nil:
+		rep.Password = "verified"
+		if !given {
+			rep.Password = "verified (empty password)"
+		}
+		for _, k := range kdks {
+			rep.KDKs = append(rep.KDKs, kdkInfo{ID: k.ID.String(), Provider: k.Provider})
+		}
+	case !given && errors.Is(err, keysafe.ErrWrongKey):
+		rep.Password = "not given (the empty password does not open it)"
+	default:
+		return err
+	}
+	if c.Bool("json") {
+		return writeJSON(c.App.Writer, rep)
+	}
+	return printInspect(c.App.Writer, &rep)
+}
+
+func writeJSON(w io.Writer, v any) error {
+	e := json.NewEncoder(w)
+	e.SetIndent("", "  ")
+	return e.Encode(v)
+}
+
+func pbeLine(p *nkp.PBEInfo) string {
+	if p == nil {
+		return "none (plain key)"
+	}
+	if p.KDF == "" {
+		return p.Scheme + " (unsupported)"
+	}
+	return fmt.Sprintf("%s, %s, %s, %d iterations, %d-byte salt", p.Scheme, p.KDF, p.Cipher, p.Iterations, p.SaltSize)
+}
+
+func printInspect(w io.Writer, r *nkpInspectReport) error {
+	var s strings.Builder
+	fmt.Fprintf(&s, "file:      %s (%d bytes)\n", r.File, r.Size)
+	fmt.Fprintf(&s, "format:    %s\n", r.Format)
+	if r.MAC != nil {
+		fmt.Fprintf(&s, "MAC:       %s, %d iterations, %d-byte salt\n", r.MAC.Algorithm, r.MAC.Iterations, r.MAC.SaltSize)
+	} else {
+		fmt.Fprintf(&s, "MAC:       none\n")
+	}
+	for i, ct := range r.Containers {
+		fmt.Fprintf(&s, "container %d: %s", i+1, ct.Type)
+		if ct.Encryption != nil {
+			fmt.Fprintf(&s, " (%s)", pbeLine(ct.Encryption))
+		}
+		s.WriteString("\n")
+		for j, bag := range ct.Bags {
+			fmt.Fprintf(&s, "  bag %d:   %s", j+1, bag.Type)
+			if bag.FriendlyName != "" {
+				fmt.Fprintf(&s, ", friendlyName %q", bag.FriendlyName)
+			}
+			if bag.Provider != "" {
+				fmt.Fprintf(&s, ", provider %q", bag.Provider)
+			}
+			s.WriteString("\n")
+			if bag.Key {
+				fmt.Fprintf(&s, "           key encryption: %s\n", pbeLine(bag.Encryption))
+			}
+		}
+	}
+	fmt.Fprintf(&s, "password:  %s\n", r.Password)
+	for _, k := range r.KDKs {
+		prov := k.Provider
+		if prov == "" {
+			prov = "(not stored)"
+		}
+		fmt.Fprintf(&s, "KDK id:    %s\nprovider:  %s\n", k.ID, prov)
+	}
+	_, err := io.WriteString(w, s.String())
+	return err
+}
+
+// nkpCreate makes a new KDK and writes it to a temp file beside OUT,
+// re-reads and checks it, then links it into place (refusing to replace an
+// existing file without --force).
+func nkpCreate(c *cli.Context) error {
+	args, err := flagsAfterArgs(c)
+	if err != nil {
+		return err
+	}
+	if len(args) != 1 {
+		return usagef("nkp create needs one OUT.p12")
+	}
+	out := args[0]
+	provider := c.String("provider")
+	if strings.TrimSpace(provider) == "" {
+		return usagef("--provider must name the key provider")
+	}
+	if _, err := os.Lstat(out); err == nil && !c.Bool("force") {
+		return usagef("%s exists; use --force to replace it", out)
+	}
+	pw, given, err := nkpPasswordGiven(c, "password-file")
+	if err != nil {
+		return err
+	}
+	kdk, err := nkp.NewKDK(provider)
+	if err != nil {
+		return err
+	}
+	raw, err := nkp.Marshal(kdk, pw, nil)
+	if err != nil {
+		return err
+	}
+	// Read back what will be written: the same KDK must come out.
+	b, err := nkp.ParseBytes(raw)
+	if err != nil {
+		return err
+	}
+	back, err := b.Open(pw)
+	if err != nil || len(back) != 1 || back[0].ID != kdk.ID || string(back[0].Key) != string(kdk.Key) {
+		return fmt.Errorf("internal error: the new backup does not read back (%v)", err)
+	}
+	if err := writeNew(out, raw, c.Bool("force")); err != nil {
+		return err
+	}
+	if !given {
+		fmt.Fprintf(c.App.ErrWriter, "warning: %s has an empty password\n", out)
+	}
+	if c.Bool("json") {
+		return writeJSON(c.App.Writer, struct {
+			File     string `json:"file"`
+			KDKID    string `json:"kdkId"`
+			Provider string `json:"provider"`
+		}{out, kdk.ID.String(), provider})
+	}
+	_, err = fmt.Fprintln(c.App.Writer, kdk.ID)
+	return err
+}
+
+// writeNew writes data to a temp file in path's folder (mode 0600: it is a
+// key), syncs it, and moves it to path: a hard link that fails when path
+// exists, or a rename when replace is true.
+func writeNew(path string, data []byte, replace bool) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return err
+	}
+	name := tmp.Name()
+	defer os.Remove(name)
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if replace {
+		return os.Rename(name, path)
+	}
+	err = os.Link(name, path)
+	if errors.Is(err, os.ErrExist) {
+		return usagef("%s exists; use --force to replace it", path)
+	}
+	if err != nil {
+		// A file system without hard links: check, then rename.
+		if _, serr := os.Lstat(path); serr == nil {
+			return usagef("%s exists; use --force to replace it", path)
+		}
+		return os.Rename(name, path)
+	}
+	return nil
+}
+
+func nkpVerify(c *cli.Context) error {
+	return usagef("nkp verify is not wired yet")
+}
