@@ -75,6 +75,8 @@ type sparseOut struct {
 	desc      []byte // embedded descriptor or nil
 	next      int64  // next grain's byte offset
 	zeroed    bool   // a zeroed grain was written
+	dataBytes int64  // virtual bytes stored as Data
+	zeroBytes int64  // virtual bytes stored as zeroed grains
 
 	gt    [wGTEs]uint32 // the grain table being filled
 	gtIdx int64         // which table gt is; -1 none
@@ -122,12 +124,14 @@ func (s *sparseOut) put(j *grainJob) error {
 	case Zero:
 		s.gt[gi%wGTEs] = 1
 		s.zeroed = true
+		s.zeroBytes += j.n
 	case Data:
 		if _, err := s.of.f.WriteAt(j.buf[:s.grain], s.next); err != nil {
 			return err
 		}
 		s.gt[gi%wGTEs] = uint32(s.next / SectorSize)
 		s.next += s.grain
+		s.dataBytes += j.n
 	}
 	s.dirty = true
 	return nil
@@ -257,6 +261,9 @@ func (w *diskWriter) writeSparse(split bool) error {
 		if err := verifySparseOut(e.of.f, e.of.final, &e.hdr, -1); err != nil {
 			return err
 		}
+		if err := w.verifyMap(e.of, e.dataBytes, e.zeroBytes); err != nil {
+			return err
+		}
 	}
 	return w.commit()
 }
@@ -269,6 +276,36 @@ func (w *diskWriter) writeDescriptorFile(desc []byte) error {
 	}
 	_, err = of.f.WriteAt(desc, 0)
 	return err
+}
+
+// verifyMap opens a written sparse or stream file with Open and checks
+// that its allocation map holds exactly the Data and Zero bytes written.
+// Deltas are skipped: Open would need the parent, which may not exist yet.
+func (w *diskWriter) verifyMap(of *outFile, data, zero int64) error {
+	if w.o.Parent != nil {
+		return nil
+	}
+	d, err := Open(of.temp, nil)
+	if err != nil {
+		return fmt.Errorf("verifying %s: the written file does not open: %w", of.final, err)
+	}
+	defer d.Close()
+	var gotData, gotZero int64
+	err = d.Links()[0].WalkAllocated(func(r Run) error {
+		if r.State == Data {
+			gotData += r.Len
+		} else {
+			gotZero += r.Len
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("verifying %s: %w", of.final, err)
+	}
+	if gotData != data || gotZero != zero {
+		return fmt.Errorf("verifying %s: read back %d data and %d zeroed bytes, wrote %d and %d", of.final, gotData, gotZero, data, zero)
+	}
+	return nil
 }
 
 // verifySparseOut reads back the header (and for streams the footer) of a

@@ -29,6 +29,7 @@ type streamSink struct {
 	of   *outFile
 	next int64 // byte offset of the next grain
 	gte  []uint32
+	data int64 // virtual bytes stored
 }
 
 func (s *streamSink) put(j *grainJob) error {
@@ -41,6 +42,7 @@ func (s *streamSink) put(j *grainJob) error {
 	}
 	s.gte[j.off/s.w.grain] = uint32(s.next / SectorSize)
 	s.next += int64(len(b))
+	s.data += j.n
 	if s.next/SectorSize > 0xffffffff {
 		return fmt.Errorf("stream file passes 2 TiB, beyond what 32-bit grain-table entries address")
 	}
@@ -134,6 +136,9 @@ func (w *diskWriter) writeStream() error {
 		return err
 	}
 	if err := verifySparseOut(f, of.final, &hdr, gdAt); err != nil {
+		return err
+	}
+	if err := w.verifyMap(of, sink.data, 0); err != nil {
 		return err
 	}
 	return w.commit()
