@@ -83,13 +83,13 @@ func writeSparseRaw(t testing.TB, path string, size int64, seed uint64) {
 			t.Fatal(err)
 		}
 	}
-	put(0, 4096)                 // first sector of the disk
-	put(65536-512, 1024)         // across a 64 KiB grain boundary
-	put(1<<20, 3<<20)            // a few whole grains
-	put(32<<20-1000, 5000)       // across a 32 MiB grain-table boundary
-	put(size-3*512, 3*512)       // the last sectors
-	put(size/2+777, 200000)      // unaligned middle run
-	put(size/3, 128<<10)         // then a zero run inside data:
+	put(0, 4096)            // first sector of the disk
+	put(65536-512, 1024)    // across a 64 KiB grain boundary
+	put(1<<20, 3<<20)       // a few whole grains
+	put(32<<20-1000, 5000)  // across a 32 MiB grain-table boundary
+	put(size-3*512, 3*512)  // the last sectors
+	put(size/2+777, 200000) // unaligned middle run
+	put(size/3, 128<<10)    // then a zero run inside data:
 	if _, err := f.WriteAt(make([]byte, 64<<10), size/3+32<<10); err != nil {
 		t.Fatal(err)
 	}
