@@ -56,11 +56,11 @@ func init() {
 	})
 }
 
-// flagsAfterArgs applies the command's flags that follow positional
+// nkpArgs applies the command's flags that follow positional
 // arguments (urfave/cli v2 stops parsing flags at the first positional, so
 // `nkp inspect BACKUP --json` would otherwise see "--json" as an argument)
 // and returns the positional arguments. "--" ends the flags.
-func flagsAfterArgs(c *cli.Context) ([]string, error) {
+func nkpArgs(c *cli.Context) ([]string, error) {
 	args := c.Args().Slice()
 	var pos []string
 	for i := 0; i < len(args); i++ {
@@ -107,8 +107,8 @@ func flagsAfterArgs(c *cli.Context) ([]string, error) {
 	return pos, nil
 }
 
-// readBackup parses a backup file without the password.
-func readBackup(path string) (*nkp.Backup, int64, error) {
+// nkpReadBackup parses a backup file without the password.
+func nkpReadBackup(path string) (*nkp.Backup, int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, 0, err
@@ -137,17 +137,17 @@ type nkpInspectReport struct {
 	Containers []nkp.Container `json:"containers"`
 	// Password: "verified" (the given or the empty password opens it),
 	// "not given" (no password given and the empty one does not open it).
-	Password string    `json:"password"`
-	KDKs     []kdkInfo `json:"kdks,omitempty"`
+	Password string       `json:"password"`
+	KDKs     []nkpKDKInfo `json:"kdks,omitempty"`
 }
 
-type kdkInfo struct {
+type nkpKDKInfo struct {
 	ID       string `json:"id"`
 	Provider string `json:"provider,omitempty"`
 }
 
 func nkpInspect(c *cli.Context) error {
-	args, err := flagsAfterArgs(c)
+	args, err := nkpArgs(c)
 	if err != nil {
 		return err
 	}
@@ -155,7 +155,7 @@ func nkpInspect(c *cli.Context) error {
 		return usagef("nkp inspect needs one BACKUP")
 	}
 	path := args[0]
-	b, size, err := readBackup(path)
+	b, size, err := nkpReadBackup(path)
 	if err != nil {
 		return err
 	}
@@ -172,7 +172,7 @@ func nkpInspect(c *cli.Context) error {
 			rep.Password = "verified (empty password)"
 		}
 		for _, k := range kdks {
-			rep.KDKs = append(rep.KDKs, kdkInfo{ID: k.ID.String(), Provider: k.Provider})
+			rep.KDKs = append(rep.KDKs, nkpKDKInfo{ID: k.ID.String(), Provider: k.Provider})
 		}
 	case !given && errors.Is(err, keysafe.ErrWrongKey):
 		rep.Password = "not given (the empty password does not open it)"
@@ -180,18 +180,18 @@ func nkpInspect(c *cli.Context) error {
 		return err
 	}
 	if c.Bool("json") {
-		return writeJSON(c.App.Writer, rep)
+		return nkpWriteJSON(c.App.Writer, rep)
 	}
-	return printInspect(c.App.Writer, &rep)
+	return nkpPrintInspect(c.App.Writer, &rep)
 }
 
-func writeJSON(w io.Writer, v any) error {
+func nkpWriteJSON(w io.Writer, v any) error {
 	e := json.NewEncoder(w)
 	e.SetIndent("", "  ")
 	return e.Encode(v)
 }
 
-func pbeLine(p *nkp.PBEInfo) string {
+func nkpPBELine(p *nkp.PBEInfo) string {
 	if p == nil {
 		return "none (plain key)"
 	}
@@ -201,7 +201,7 @@ func pbeLine(p *nkp.PBEInfo) string {
 	return fmt.Sprintf("%s, %s, %s, %d iterations, %d-byte salt", p.Scheme, p.KDF, p.Cipher, p.Iterations, p.SaltSize)
 }
 
-func printInspect(w io.Writer, r *nkpInspectReport) error {
+func nkpPrintInspect(w io.Writer, r *nkpInspectReport) error {
 	var s strings.Builder
 	fmt.Fprintf(&s, "file:      %s (%d bytes)\n", r.File, r.Size)
 	fmt.Fprintf(&s, "format:    %s\n", r.Format)
@@ -213,7 +213,7 @@ func printInspect(w io.Writer, r *nkpInspectReport) error {
 	for i, ct := range r.Containers {
 		fmt.Fprintf(&s, "container %d: %s", i+1, ct.Type)
 		if ct.Encryption != nil {
-			fmt.Fprintf(&s, " (%s)", pbeLine(ct.Encryption))
+			fmt.Fprintf(&s, " (%s)", nkpPBELine(ct.Encryption))
 		}
 		s.WriteString("\n")
 		for j, bag := range ct.Bags {
@@ -226,11 +226,20 @@ func printInspect(w io.Writer, r *nkpInspectReport) error {
 			}
 			s.WriteString("\n")
 			if bag.Key {
-				fmt.Fprintf(&s, "           key encryption: %s\n", pbeLine(bag.Encryption))
+				fmt.Fprintf(&s, "           key encryption: %s\n", nkpPBELine(bag.Encryption))
 			}
 		}
 	}
 	fmt.Fprintf(&s, "password:  %s\n", r.Password)
+	if len(r.KDKs) == 0 {
+		for _, ct := range r.Containers {
+			for _, bag := range ct.Bags {
+				if bag.Key && bag.FriendlyName != "" {
+					fmt.Fprintf(&s, "KDK id:    %s (the entry's alias; not checked without the password)\n", bag.FriendlyName)
+				}
+			}
+		}
+	}
 	for _, k := range r.KDKs {
 		prov := k.Provider
 		if prov == "" {
@@ -246,7 +255,7 @@ func printInspect(w io.Writer, r *nkpInspectReport) error {
 // re-reads and checks it, then links it into place (refusing to replace an
 // existing file without --force).
 func nkpCreate(c *cli.Context) error {
-	args, err := flagsAfterArgs(c)
+	args, err := nkpArgs(c)
 	if err != nil {
 		return err
 	}
@@ -282,14 +291,14 @@ func nkpCreate(c *cli.Context) error {
 	if err != nil || len(back) != 1 || back[0].ID != kdk.ID || string(back[0].Key) != string(kdk.Key) {
 		return fmt.Errorf("internal error: the new backup does not read back (%v)", err)
 	}
-	if err := writeNew(out, raw, c.Bool("force")); err != nil {
+	if err := nkpWriteNew(out, raw, c.Bool("force")); err != nil {
 		return err
 	}
 	if !given {
 		fmt.Fprintf(c.App.ErrWriter, "warning: %s has an empty password\n", out)
 	}
 	if c.Bool("json") {
-		return writeJSON(c.App.Writer, struct {
+		return nkpWriteJSON(c.App.Writer, struct {
 			File     string `json:"file"`
 			KDKID    string `json:"kdkId"`
 			Provider string `json:"provider"`
@@ -299,10 +308,10 @@ func nkpCreate(c *cli.Context) error {
 	return err
 }
 
-// writeNew writes data to a temp file in path's folder (mode 0600: it is a
+// nkpWriteNew writes data to a temp file in path's folder (mode 0600: it is a
 // key), syncs it, and moves it to path: a hard link that fails when path
 // exists, or a rename when replace is true.
-func writeNew(path string, data []byte, replace bool) error {
+func nkpWriteNew(path string, data []byte, replace bool) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
 	if err != nil {
@@ -340,8 +349,4 @@ func writeNew(path string, data []byte, replace bool) error {
 		return os.Rename(name, path)
 	}
 	return nil
-}
-
-func nkpVerify(c *cli.Context) error {
-	return usagef("nkp verify is not wired yet")
 }

@@ -13,7 +13,7 @@ import (
 
 const nkpTestdata = "../../nkp/testdata"
 
-func secretFile(t *testing.T, dir, content string) string {
+func nkpSecretFile(t *testing.T, dir, content string) string {
 	t.Helper()
 	p := filepath.Join(dir, "pw-"+strings.ReplaceAll(content, "/", "_")+".txt")
 	if err := os.WriteFile(p, []byte(content+"\n"), 0o600); err != nil {
@@ -26,7 +26,7 @@ func TestNKPCreateInspect(t *testing.T) {
 	t.Setenv(envNKPPassword, "")
 	os.Unsetenv(envNKPPassword)
 	dir := t.TempDir()
-	pwf := secretFile(t, dir, "s3cret")
+	pwf := nkpSecretFile(t, dir, "s3cret")
 	out := filepath.Join(dir, "backup.p12")
 	code, stdout, stderr := runCLI(t, "nkp", "create", out, "--provider", "nkp-prod", "--password-file", pwf)
 	if code != exitOK {
@@ -67,8 +67,8 @@ func TestNKPCreateInspect(t *testing.T) {
 	if len(rep.KDKs) != 1 || rep.KDKs[0].ID != id.String() || rep.KDKs[0].Provider != "nkp-prod" || rep.MAC.Algorithm != "HMAC-SHA-256" {
 		t.Fatalf("report %+v", rep)
 	}
-	kdks, _ := mustBackup(t, out).Open([]byte("s3cret"))
-	if hexKey := kdks[0].Key; strings.Contains(stdout, string(hexKey)) || strings.Contains(strings.ToLower(stdout), hexString(hexKey)) {
+	kdks, _ := nkpMustBackup(t, out).Open([]byte("s3cret"))
+	if hexKey := kdks[0].Key; strings.Contains(stdout, string(hexKey)) || strings.Contains(strings.ToLower(stdout), nkpHex(hexKey)) {
 		t.Fatal("inspect printed the KDK")
 	}
 	// The text form as well.
@@ -85,7 +85,7 @@ func TestNKPCreateInspect(t *testing.T) {
 		t.Fatalf("no-password report %+v", rep)
 	}
 	// Wrong password: exit 3, by file and by environment.
-	if code, _, _ = runCLI(t, "nkp", "inspect", out, "--password-file", secretFile(t, dir, "wrong")); code != exitWrongKey {
+	if code, _, _ = runCLI(t, "nkp", "inspect", out, "--password-file", nkpSecretFile(t, dir, "wrong")); code != exitWrongKey {
 		t.Fatalf("wrong password: exit %d", code)
 	}
 	t.Setenv(envNKPPassword, "wrong")
@@ -103,7 +103,7 @@ func TestNKPCreateInspect(t *testing.T) {
 	}
 }
 
-func hexString(b []byte) string {
+func nkpHex(b []byte) string {
 	const hx = "0123456789abcdef"
 	s := make([]byte, 0, 2*len(b))
 	for _, c := range b {
@@ -112,9 +112,9 @@ func hexString(b []byte) string {
 	return string(s)
 }
 
-func mustBackup(t *testing.T, path string) *nkp.Backup {
+func nkpMustBackup(t *testing.T, path string) *nkp.Backup {
 	t.Helper()
-	b, _, err := readBackup(path)
+	b, _, err := nkpReadBackup(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +126,7 @@ func mustBackup(t *testing.T, path string) *nkp.Backup {
 func TestNKPInspectKeytool(t *testing.T) {
 	os.Unsetenv(envNKPPassword)
 	dir := t.TempDir()
-	pwf := secretFile(t, dir, "secret123")
+	pwf := nkpSecretFile(t, dir, "secret123")
 	for _, c := range []struct{ file, id string }{
 		{"keytool-modern.p12", "ec41612e-cc4c-5386-a3a5-f24b43d97d01"},
 		{"keytool-legacy.p12", "11111111-2222-3333-4444-555555555555"},
@@ -148,7 +148,7 @@ func TestNKPInspectKeytool(t *testing.T) {
 func TestNKPInspectDamaged(t *testing.T) {
 	os.Unsetenv(envNKPPassword)
 	dir := t.TempDir()
-	pwf := secretFile(t, dir, "secret123")
+	pwf := nkpSecretFile(t, dir, "secret123")
 	raw, err := os.ReadFile(filepath.Join(nkpTestdata, "keytool-modern.p12"))
 	if err != nil {
 		t.Fatal(err)
@@ -168,7 +168,7 @@ func TestNKPInspectDamaged(t *testing.T) {
 	}
 	// MAC iterations 10000 (02 02 27 10 at the end) -> a 4-byte count
 	// above the cap, lengths adjusted by re-encoding the tail.
-	hostile := hostileIterations(t, raw)
+	hostile := nkpHostileIterations(t, raw)
 	os.WriteFile(f, hostile, 0o600)
 	start := time.Now()
 	if code, _, _ := runCLI(t, "nkp", "inspect", f, "--password-file", pwf); code != exitCorrupt {
@@ -179,10 +179,10 @@ func TestNKPInspectDamaged(t *testing.T) {
 	}
 }
 
-// hostileIterations rewrites the MAC iteration count of a keytool backup
+// nkpHostileIterations rewrites the MAC iteration count of a keytool backup
 // (its last element, 02 02 27 10) to 0x7fffffff, fixing the two enclosing
 // lengths (PFX 30 82 xx xx; macData 30 4d).
-func hostileIterations(t *testing.T, raw []byte) []byte {
+func nkpHostileIterations(t *testing.T, raw []byte) []byte {
 	t.Helper()
 	n := len(raw)
 	if string(raw[n-4:]) != "\x02\x02\x27\x10" || raw[0] != 0x30 || raw[1] != 0x82 {
