@@ -454,7 +454,7 @@ func openRO(path string) (*os.File, int64, error) {
 // openMonolithic opens a file that is itself a sparse extent, with its
 // descriptor embedded (or none). As qemu does, the file itself is the one
 // extent, whatever name the embedded descriptor gives it.
-func (l *Link) openMonolithic(f *os.File, size int64) error {
+func (l *Link) openMonolithic(f io.ReaderAt, size int64) error {
 	var hb [sparseHeaderLen]byte
 	if err := readFull(f, hb[:], 0); err != nil {
 		return corruptf(l.Path, 0, "sparse header", "cannot read: %v", err)
@@ -506,7 +506,7 @@ func (l *Link) openMonolithic(f *os.File, size int64) error {
 }
 
 // openBareDelta opens a COWD or SEsparse file given directly.
-func (l *Link) openBareDelta(f *os.File, size int64, typ string) error {
+func (l *Link) openBareDelta(f io.ReaderAt, size int64, typ string) error {
 	ext, err := openDelta(f, size, l.Path, typ)
 	if err != nil {
 		return err
