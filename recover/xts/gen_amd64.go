@@ -76,19 +76,38 @@ func nextTweak(src, dst string) {
 	p("PXOR X0, %s", dst)
 }
 
-// aesni: per sector, T = AES-K2(lba) then four groups of 8 blocks with
-// tweaks in X8..X15; data in X0..X7; round keys as aligned memory operands.
+// aesni: the tweaks T0 = AES-K2(lba) of 8 sectors are computed together
+// (8 independent AESENC chains) and kept at 0(SP); per sector, four groups
+// of 8 blocks with the tweaks in X8..X15 and the data in X0..X7; round keys
+// are aligned memory operands.
 func aesni(name, op, opLast string) {
 	fmt.Fprintf(&b, "// func xts%sAESNI(k1, k2, dst, src *byte, n int, lba uint64)\n", name)
-	fmt.Fprintf(&b, "TEXT ·xts%sAESNI(SB), NOSPLIT, $0-48\n", name)
+	fmt.Fprintf(&b, "TEXT ·xts%sAESNI(SB), NOSPLIT, $128-48\n", name)
 	args()
-	label("sector")
-	p("MOVQ DX, X8")
-	p("PXOR 0(R9), X8")
-	for r := 1; r < 14; r++ {
-		p("AESENC %d(R9), X8", 16*r)
+	label("batch")
+	for i := 0; i < 8; i++ {
+		p("MOVQ DX, X%d", i)
+		p("ADDQ $1, DX")
 	}
-	p("AESENCLAST 224(R9), X8")
+	for i := 0; i < 8; i++ {
+		p("PXOR 0(R9), X%d", i)
+	}
+	for r := 1; r < 14; r++ {
+		for i := 0; i < 8; i++ {
+			p("AESENC %d(R9), X%d", 16*r, i)
+		}
+	}
+	for i := 0; i < 8; i++ {
+		p("AESENCLAST 224(R9), X%d", i)
+		p("MOVOU X%d, %d(SP)", i, 16*i)
+	}
+	p("MOVQ $8, R10")
+	p("CMPQ CX, $8")
+	p("CMOVQLT CX, R10")
+	p("SUBQ R10, CX")
+	p("MOVQ SP, R11")
+	label("sector")
+	p("MOVOU 0(R11), X8")
 	p("MOVQ $4, BX")
 	label("group")
 	p("MOVOU xtsMask<>(SB), X1")
@@ -122,9 +141,11 @@ func aesni(name, op, opLast string) {
 	p("ADDQ $128, DI")
 	p("DECQ BX")
 	p("JNZ group")
-	p("INCQ DX")
-	p("DECQ CX")
+	p("ADDQ $16, R11")
+	p("DECQ R10")
 	p("JNZ sector")
+	p("TESTQ CX, CX")
+	p("JNZ batch")
 	p("RET")
 	b.WriteString("\n")
 }
