@@ -28,6 +28,10 @@ func next(b []byte, field string) (asn1.RawValue, []byte, error) {
 	}
 	rest, err := asn1.Unmarshal(b, &rv)
 	if err != nil {
+		if len(b) >= 2 && b[1] == 0x80 && b[0]&0x20 != 0 {
+			// BER indefinite length (some non-Java tools): well-formed, not read.
+			return rv, nil, unsupportedf(field, "BER indefinite-length encoding is not supported (DER only)")
+		}
 		return rv, nil, corruptf(field, "%v", err)
 	}
 	return rv, rest, nil

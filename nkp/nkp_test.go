@@ -273,6 +273,14 @@ func TestIterationCap(t *testing.T) {
 	}
 }
 
+// TestIndefiniteLength: a BER indefinite-length PFX is refused as
+// unsupported, not corrupt and never as a wrong password.
+func TestIndefiniteLength(t *testing.T) {
+	if _, err := ParseBytes([]byte{0x30, 0x80, 0x02, 0x01, 0x03, 0x00, 0x00}); !errors.Is(err, keysafe.ErrUnsupported) {
+		t.Fatalf("indefinite length: %v", err)
+	}
+}
+
 func TestSizeCap(t *testing.T) {
 	big := make([]byte, MaxBackupSize+1)
 	if _, err := Parse(bytes.NewReader(big), int64(len(big))); !errors.Is(err, keysafe.ErrUnsupported) {
@@ -449,6 +457,18 @@ func TestKeytoolWritesVmcryptReads(t *testing.T) {
 		if _, err := b.Open([]byte("Pa55word?")); !errors.Is(err, keysafe.ErrWrongKey) {
 			t.Fatalf("wrong password: %v", err)
 		}
+	}
+	// An alias that is not a UUID is not a KDK id: unsupported, not a KDK.
+	f := filepath.Join(dir, "mykey.p12")
+	run(t, "keytool", "-genseckey", "-keyalg", "AES", "-keysize", "256", "-storetype", "PKCS12",
+		"-alias", "mykey", "-keystore", f, "-storepass", "Pa55word!", "-keypass", "Pa55word!")
+	raw, _ := os.ReadFile(f)
+	b, err := ParseBytes(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Open([]byte("Pa55word!")); !errors.Is(err, keysafe.ErrUnsupported) {
+		t.Fatalf("alias mykey: %v", err)
 	}
 }
 
