@@ -388,3 +388,40 @@ func checkAllocated(t *testing.T, p string, c *writeCase, grain int64, xf bool, 
 		}
 	}
 }
+
+// TestWriteEdgeSizes covers tiny disks, sizes exactly on grain and split
+// boundaries, an empty allocation map and a map of only Zero runs, in
+// every subformat, against qemu-img and Open.
+func TestWriteEdgeSizes(t *testing.T) {
+	for _, size := range []int64{1, 512, 1000, DefaultGrainSize, DefaultGrainSize + 512, 2 << 20} {
+		src := make([]byte, size)
+		for i := range src {
+			src[i] = byte(i%251 + 1)
+		}
+		for _, rk := range []string{"nil", "empty", "zero"} {
+			var runs []Run
+			want := make([]byte, (size+511)&^511)
+			switch rk {
+			case "nil":
+				copy(want, src)
+			case "empty":
+				runs = []Run{}
+			case "zero":
+				runs = []Run{{Off: 0, Len: size, State: Zero}}
+			}
+			for _, sf := range allSubformats {
+				dir := t.TempDir()
+				p := filepath.Join(dir, "e.vmdk")
+				if err := Write(p, bytes.NewReader(src), size, runs, &WriteOptions{Subformat: sf, SplitSize: 1 << 20}); err != nil {
+					t.Fatalf("%s size %d runs %s: %v", sf, size, rk, err)
+				}
+				if got := qemuRaw(t, p); !bytes.Equal(got, want) {
+					t.Fatalf("%s size %d runs %s: qemu-img reads %d bytes, differs at %d", sf, size, rk, len(got), firstDiff(got, want))
+				}
+				if got := readDisk(t, p); !bytes.Equal(got, want) {
+					t.Fatalf("%s size %d runs %s: Open reads differently at %d", sf, size, rk, firstDiff(got, want))
+				}
+			}
+		}
+	}
+}
