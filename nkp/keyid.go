@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
+	"io"
 
 	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
 )
@@ -147,12 +148,17 @@ func (kdk *KDK) Unwrap(k *KeyID) ([]byte, error) {
 
 // Wrap makes a new key id holding kek (32 bytes) under this KDK, with a
 // random IV and param DefaultParam.
-func (kdk *KDK) Wrap(kek []byte) (*KeyID, error) {
+func (kdk *KDK) Wrap(kek []byte) (*KeyID, error) { return kdk.WrapRand(kek, rand.Reader) }
+
+// WrapRand is Wrap with the 12-byte GCM IV read from rnd (fixtures pass a
+// seeded stream to get the same key id every run; never reuse an IV with
+// the same KDK otherwise).
+func (kdk *KDK) WrapRand(kek []byte, rnd io.Reader) (*KeyID, error) {
 	if len(kek) != KEKSize {
 		return nil, fmt.Errorf("NKP key id: KEK of %d bytes, want %d", len(kek), KEKSize)
 	}
 	k := &KeyID{KDKID: kdk.ID, Param: DefaultParam}
-	if _, err := rand.Read(k.IV[:]); err != nil {
+	if _, err := io.ReadFull(rnd, k.IV[:]); err != nil {
 		return nil, err
 	}
 	g, err := newGCM(kdk.Key)

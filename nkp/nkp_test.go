@@ -165,6 +165,30 @@ func TestMarshalRoundTrip(t *testing.T) {
 	}
 }
 
+// TestDeterministicWrite: with a seeded Rand and a fixed Time, Marshal and
+// WrapRand give the same bytes every run (fixtures rely on it).
+func TestDeterministicWrite(t *testing.T) {
+	k := &KDK{ID: UUID{1, 2, 3}, Key: bytes.Repeat([]byte{7}, 32), Provider: "p"}
+	seeded := func() *bytes.Reader { return bytes.NewReader(bytes.Repeat([]byte{9, 8, 7}, 40)) }
+	opt := func() *WriteOptions { return &WriteOptions{Iterations: 10, Time: time.Unix(1700000000, 0), Rand: seeded()} }
+	a, err := Marshal(k, []byte("pw"), opt())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := Marshal(k, []byte("pw"), opt())
+	if !bytes.Equal(a, b) {
+		t.Fatal("Marshal with the same Rand and Time differs")
+	}
+	ka, _ := k.WrapRand(bytes.Repeat([]byte{1}, 32), seeded())
+	kb, _ := k.WrapRand(bytes.Repeat([]byte{1}, 32), seeded())
+	if ka.String() != kb.String() {
+		t.Fatal("WrapRand with the same stream differs")
+	}
+	if kek, err := k.Unwrap(ka); err != nil || !bytes.Equal(kek, bytes.Repeat([]byte{1}, 32)) {
+		t.Fatal(err)
+	}
+}
+
 // TestTruncation: every cut point of a backup is ErrCorrupt, never a wrong
 // password and never a KDK; so are trailing bytes.
 func TestTruncation(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"encoding/asn1"
 	"fmt"
+	"io"
 	"strconv"
 	"time"
 	"unicode/utf16"
@@ -25,6 +26,9 @@ type WriteOptions struct {
 	// Time goes into localKeyID as "Time <ms since 1970>" like Java writes
 	// it (now when zero).
 	Time time.Time
+	// Rand supplies the salts and IV (crypto/rand when nil); fixtures pass
+	// a seeded stream for byte-identical backups.
+	Rand io.Reader
 }
 
 // Marshal writes kdk as a PKCS#12 backup in the layout of JDK 17's
@@ -54,8 +58,12 @@ func Marshal(kdk *KDK, password []byte, opt *WriteOptions) ([]byte, error) {
 	salt := make([]byte, 20)
 	iv := make([]byte, aes.BlockSize)
 	macSalt := make([]byte, 20)
+	rnd := o.Rand
+	if rnd == nil {
+		rnd = rand.Reader
+	}
 	for _, b := range [][]byte{salt, iv, macSalt} {
-		if _, err := rand.Read(b); err != nil {
+		if _, err := io.ReadFull(rnd, b); err != nil {
 			return nil, err
 		}
 	}
