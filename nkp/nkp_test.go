@@ -170,7 +170,9 @@ func TestMarshalRoundTrip(t *testing.T) {
 func TestDeterministicWrite(t *testing.T) {
 	k := &KDK{ID: UUID{1, 2, 3}, Key: bytes.Repeat([]byte{7}, 32), Provider: "p"}
 	seeded := func() *bytes.Reader { return bytes.NewReader(bytes.Repeat([]byte{9, 8, 7}, 40)) }
-	opt := func() *WriteOptions { return &WriteOptions{Iterations: 10, Time: time.Unix(1700000000, 0), Rand: seeded()} }
+	opt := func() *WriteOptions {
+		return &WriteOptions{Iterations: 10, Time: time.Unix(1700000000, 0), Rand: seeded()}
+	}
 	a, err := Marshal(k, []byte("pw"), opt())
 	if err != nil {
 		t.Fatal(err)
