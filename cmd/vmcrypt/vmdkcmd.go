@@ -1,0 +1,355 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+
+	"github.com/vmcrypt/vmcrypt/vmdk"
+)
+
+// The vmdk command: info and export of one virtual disk with its chain.
+
+func init() {
+	openFlags := []cli.Flag{
+		&cli.BoolFlag{Name: "allow-unsafe-paths", Usage: "follow extent paths and parent hints that are absolute or contain \"..\""},
+		&cli.BoolFlag{Name: "allow-cid-mismatch", Usage: "read a chain whose parentCID differs from the parent's CID"},
+	}
+	register(&cli.Command{
+		Name:  "vmdk",
+		Usage: "inspect or export a VMDK virtual disk (with its snapshot chain)",
+		Subcommands: []*cli.Command{
+			{
+				Name:      "info",
+				Usage:     "print the disk's type, extents, chain, sizes and encryption marks",
+				ArgsUsage: "DISK [--json]",
+				Flags:     append([]cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}}, openFlags...),
+				Action:    vmdkInfo,
+			},
+			{
+				Name:      "export",
+				Usage:     "write the whole virtual disk (chain applied) as a sparse raw file or a new VMDK",
+				ArgsUsage: "DISK -o OUT",
+				Flags: append([]cli.Flag{
+					&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write to `OUT` (a temp file in its folder, renamed when complete)"},
+					&cli.StringFlag{Name: "format", Value: "raw", Usage: "`FORMAT` of OUT: raw (sparse) or vmdk"},
+					&cli.StringFlag{Name: "subformat", Value: vmdk.SubformatMonolithicSparse, Usage: "`SUBFORMAT` for --format vmdk: monolithicSparse, monolithicFlat, twoGbMaxExtentSparse or streamOptimized"},
+					&cli.BoolFlag{Name: "force", Usage: "replace OUT if it exists"},
+					&cli.IntFlag{Name: "jobs", Value: 0, Usage: "`N` parallel workers (default: all cores)"},
+				}, openFlags...),
+				Action: vmdkExport,
+			},
+		},
+	})
+}
+
+// vmdkArgs returns the positional arguments, applying flags that follow
+// them ("vmdk info DISK --json"); "--" ends the flags.
+func vmdkArgs(c *cli.Context) ([]string, error) {
+	var pos []string
+	args := c.Args().Slice()
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			pos = append(pos, args[i+1:]...)
+			break
+		}
+		if len(a) < 2 || a[0] != '-' {
+			pos = append(pos, a)
+			continue
+		}
+		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		var fl cli.Flag
+		for _, f := range c.Command.Flags {
+			for _, n := range f.Names() {
+				if n == name {
+					fl = f
+				}
+			}
+		}
+		if fl == nil {
+			return nil, usagef("flag provided but not defined: -%s", name)
+		}
+		if _, isBool := fl.(*cli.BoolFlag); isBool && !hasVal {
+			val = "true"
+		} else if !hasVal {
+			if i+1 >= len(args) {
+				return nil, usagef("flag needs an argument: -%s", name)
+			}
+			i++
+			val = args[i]
+		}
+		if err := c.Set(fl.Names()[0], val); err != nil {
+			return nil, usagef("invalid value %q for flag -%s: %v", val, name, err)
+		}
+	}
+	return pos, nil
+}
+
+func vmdkOpen(c *cli.Context) (*vmdk.Disk, error) {
+	pos, err := vmdkArgs(c)
+	if err != nil {
+		return nil, err
+	}
+	if len(pos) != 1 {
+		return nil, usagef("%s takes one DISK (got %d arguments)", c.Command.FullName(), len(pos))
+	}
+	return vmdk.Open(pos[0], &vmdk.OpenOptions{
+		AllowUnsafePaths: c.Bool("allow-unsafe-paths"),
+		AllowCIDMismatch: c.Bool("allow-cid-mismatch"),
+	})
+}
+
+// vmdkInfoReport is what `vmdk info --json` prints.
+type vmdkInfoReport struct {
+	Path       string         `json:"path"`
+	CreateType string         `json:"createType"`
+	Capacity   int64          `json:"capacity"` // bytes
+	Encrypted  bool           `json:"encrypted"`
+	Chain      []vmdkLinkInfo `json:"chain"` // top (the opened disk) first
+	Warnings   []string       `json:"warnings,omitempty"`
+}
+
+type vmdkLinkInfo struct {
+	Level              int              `json:"level"`
+	Path               string           `json:"path"`
+	CreateType         string           `json:"createType"`
+	CID                string           `json:"cid"`
+	ParentCID          string           `json:"parentCID"`
+	ParentFileNameHint string           `json:"parentFileNameHint,omitempty"`
+	Capacity           int64            `json:"capacity"`
+	AllocatedBytes     int64            `json:"allocatedBytes"`
+	GrainSize          int64            `json:"grainSize,omitempty"`
+	EncryptionKeys     bool             `json:"encryptionKeys"` // an encryptionKeys locator line is present
+	IOFilters          []string         `json:"ioFilters,omitempty"`
+	VMCryptFilter      bool             `json:"vmcryptFilter"` // vmwarevmcrypt in ddb.iofilters
+	Extents            []vmdkExtentInfo `json:"extents"`
+	Warnings           []string         `json:"warnings,omitempty"`
+}
+
+type vmdkExtentInfo struct {
+	Access    string `json:"access"`
+	Type      string `json:"type"`
+	File      string `json:"file,omitempty"`
+	Start     int64  `json:"start"` // virtual byte offset
+	Size      int64  `json:"size"`  // bytes
+	Format    string `json:"format"`
+	GrainSize int64  `json:"grainSize,omitempty"`
+}
+
+func vmdkBuildInfo(d *vmdk.Disk) (*vmdkInfoReport, error) {
+	top := d.Links()[0]
+	r := &vmdkInfoReport{Path: top.Path, CreateType: top.Descriptor.CreateType, Capacity: d.Size(), Encrypted: d.Encrypted(), Warnings: d.Warnings()}
+	for _, l := range d.Links() {
+		alloc, err := l.AllocatedBytes()
+		if err != nil {
+			return nil, err
+		}
+		li := vmdkLinkInfo{
+			Level: l.Level, Path: l.Path, CreateType: l.Descriptor.CreateType,
+			CID: fmt.Sprintf("%08x", l.CID), ParentCID: fmt.Sprintf("%08x", l.ParentCID),
+			ParentFileNameHint: l.Descriptor.ParentFileNameHint,
+			Capacity:           l.Size(), AllocatedBytes: alloc, GrainSize: l.GrainSize,
+			EncryptionKeys: l.EncryptionKeys != "", IOFilters: l.Descriptor.IOFilters(),
+			Warnings: l.Warnings(),
+		}
+		for _, f := range li.IOFilters {
+			li.VMCryptFilter = li.VMCryptFilter || f == "vmwarevmcrypt"
+		}
+		for _, x := range l.Extents {
+			li.Extents = append(li.Extents, vmdkExtentInfo{Access: x.Line.Access, Type: x.Line.Type, File: x.Path,
+				Start: x.Start, Size: x.Size, Format: x.Format, GrainSize: x.GrainSize})
+		}
+		r.Chain = append(r.Chain, li)
+	}
+	return r, nil
+}
+
+func vmdkInfo(c *cli.Context) error {
+	d, err := vmdkOpen(c)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	r, err := vmdkBuildInfo(d)
+	if err != nil {
+		return err
+	}
+	w := c.App.Writer
+	if c.Bool("json") {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+	return vmdkPrintInfo(w, r)
+}
+
+func vmdkPrintInfo(out io.Writer, r *vmdkInfoReport) error {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "disk:\t%s\n", r.Path)
+	fmt.Fprintf(w, "createType:\t%s\n", r.CreateType)
+	fmt.Fprintf(w, "capacity:\t%d bytes (%s)\n", r.Capacity, humanBytes(r.Capacity))
+	enc := "no"
+	if r.Encrypted {
+		enc = "yes (VM encryption: export needs vmcrypt recover)"
+	}
+	fmt.Fprintf(w, "encrypted:\t%s\n", enc)
+	fmt.Fprintf(w, "chain:\t%d link(s)\n", len(r.Chain))
+	for _, l := range r.Chain {
+		fmt.Fprintf(w, "\n[%d]\t%s\n", l.Level, l.Path)
+		fmt.Fprintf(w, "  createType:\t%s\n", l.CreateType)
+		fmt.Fprintf(w, "  CID:\t%s\n", l.CID)
+		parent := l.ParentCID
+		if l.ParentCID == fmt.Sprintf("%08x", vmdk.NoParentCID) {
+			parent += " (no parent)"
+		}
+		fmt.Fprintf(w, "  parentCID:\t%s\n", parent)
+		if l.ParentFileNameHint != "" {
+			fmt.Fprintf(w, "  parentFileNameHint:\t%s\n", l.ParentFileNameHint)
+		}
+		fmt.Fprintf(w, "  capacity:\t%d bytes (%s)\n", l.Capacity, humanBytes(l.Capacity))
+		fmt.Fprintf(w, "  allocated:\t%d bytes (%s)\n", l.AllocatedBytes, humanBytes(l.AllocatedBytes))
+		if l.GrainSize > 0 {
+			fmt.Fprintf(w, "  grain size:\t%d bytes\n", l.GrainSize)
+		}
+		fmt.Fprintf(w, "  encryptionKeys:\t%s\n", yesNo(l.EncryptionKeys))
+		fmt.Fprintf(w, "  ddb.iofilters:\t%s\n", strings.Join(append([]string{}, l.IOFilters...), ","))
+		for i, x := range l.Extents {
+			name := x.File
+			if name == "" {
+				name = "-"
+			}
+			fmt.Fprintf(w, "  extent %d:\t%s %s %s at %d, %d bytes, %s\n", i+1, x.Access, x.Type, name, x.Start, x.Size, x.Format)
+		}
+		for _, s := range l.Warnings {
+			fmt.Fprintf(w, "  warning:\t%s\n", s)
+		}
+	}
+	return w.Flush()
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "present"
+	}
+	return "absent"
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// vmdkExportOptions are the output settings of an export.
+type vmdkExportOptions struct {
+	Format    string // "raw" or "vmdk"
+	Subformat string // for "vmdk"
+	Force     bool
+	Jobs      int
+	Progress  func(n int64) // may be nil; raw counts Data bytes, vmdk every virtual byte
+}
+
+func vmdkExport(c *cli.Context) error {
+	d, err := vmdkOpen(c)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	out := c.String("output")
+	if out == "" {
+		return usagef("vmdk export needs -o OUT")
+	}
+	o := vmdkExportOptions{Format: c.String("format"), Subformat: c.String("subformat"), Force: c.Bool("force"), Jobs: c.Int("jobs")}
+	if err := o.check(); err != nil {
+		return err
+	}
+	if _, err := os.Lstat(out); err == nil && !o.Force {
+		return usagef("%s exists; use --force to replace it", out)
+	}
+	if d.Encrypted() {
+		return fmt.Errorf("%s is encrypted (encryptionKeys or the vmwarevmcrypt filter in its descriptor): exporting it would copy ciphertext; use vmcrypt recover with its key: %w",
+			d.Links()[0].Path, vmdk.ErrUnsupported)
+	}
+	runs, err := d.Allocated()
+	if err != nil {
+		return err
+	}
+	var data int64
+	for _, r := range runs {
+		if r.State == vmdk.Data {
+			data += r.Len
+		}
+	}
+	if o.Format == "vmdk" {
+		data = d.Size() // vmdk.Write reports every virtual byte
+	}
+	bar := vmdkProgressBar(c, data)
+	if bar != nil {
+		o.Progress = func(n int64) { bar.Add64(n) }
+		defer bar.Finish()
+	}
+	return exportDisk(out, d, d.Size(), runs, o)
+}
+
+func (o *vmdkExportOptions) check() error {
+	switch o.Format {
+	case "raw":
+	case "vmdk":
+		switch o.Subformat {
+		case vmdk.SubformatMonolithicSparse, vmdk.SubformatMonolithicFlat, vmdk.SubformatTwoGbMaxExtentSparse, vmdk.SubformatStreamOptimized:
+		default:
+			return usagef("--subformat %q: want monolithicSparse, monolithicFlat, twoGbMaxExtentSparse or streamOptimized", o.Subformat)
+		}
+	default:
+		return usagef("--format %q: want raw or vmdk", o.Format)
+	}
+	if o.Jobs < 0 || o.Jobs > 256 {
+		return usagef("--jobs %d: want 0 (all cores) to 256", o.Jobs)
+	}
+	return nil
+}
+
+// exportDisk writes the virtual disk src (size bytes, allocation map runs)
+// to out as a sparse raw file or a VMDK: a temp file renamed when complete.
+// It takes any io.ReaderAt so that a decrypting reader can be passed.
+func exportDisk(out string, src io.ReaderAt, size int64, runs []vmdk.Run, o vmdkExportOptions) error {
+	if err := o.check(); err != nil {
+		return err
+	}
+	var err error
+	if o.Format == "vmdk" {
+		err = vmdk.Write(out, src, size, runs, &vmdk.WriteOptions{Subformat: o.Subformat, Jobs: o.Jobs, Progress: o.Progress, Overwrite: o.Force})
+	} else {
+		err = vmdk.ExportRaw(out, src, size, runs, &vmdk.CopyOptions{Jobs: o.Jobs, Progress: o.Progress, Overwrite: o.Force})
+	}
+	if errors.Is(err, os.ErrExist) {
+		return usagef("%s exists; use --force to replace it", out)
+	}
+	return err
+}
+
+// vmdkProgressBar draws progress on stderr when it is a terminal.
+func vmdkProgressBar(c *cli.Context, total int64) *progressbar.ProgressBar {
+	f, ok := c.App.ErrWriter.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) || total == 0 {
+		return nil
+	}
+	return progressbar.NewOptions64(total, progressbar.OptionSetWriter(f), progressbar.OptionShowBytes(true),
+		progressbar.OptionSetDescription("export"), progressbar.OptionThrottle(200_000_000), progressbar.OptionClearOnFinish())
+}

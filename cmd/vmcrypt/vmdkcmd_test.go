@@ -1,0 +1,212 @@
+package main
+
+import (
+	"compress/bzip2"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/vmcrypt/vmcrypt/vmdk"
+)
+
+const vmdkSamples = "../../../shared/vmdk-samples"
+
+func vmdkFileSHA(t *testing.T, p string) string {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.CopyBuffer(h, f, make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func vmdkBunzip(t *testing.T, src string) string {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	dst := filepath.Join(t.TempDir(), strings.TrimSuffix(filepath.Base(src), ".bz2"))
+	out, err := os.Create(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, bzip2.NewReader(in)); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+const tenMiBSum = "a3bcf05f07a1c06a3380eeca8571f0efb2b85afafa1e21662b8cad436d1f7727"
+
+func TestVMDKInfo(t *testing.T) {
+	code, out, errOut := runCLI(t, "vmdk", "info", filepath.Join(vmdkSamples, "vmdk-rs/twoGbMaxExtentSparse.vmdk"), "--json")
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var r vmdkInfoReport
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if r.Capacity != 10<<20 || r.CreateType != "twoGbMaxExtentSparse" || len(r.Chain) != 1 || r.Encrypted ||
+		len(r.Chain[0].Extents) != 1 || r.Chain[0].GrainSize != 65536 || r.Chain[0].ParentCID != "ffffffff" ||
+		r.Chain[0].AllocatedBytes <= 0 || r.Chain[0].AllocatedBytes > r.Capacity {
+		t.Fatalf("report %+v", r)
+	}
+	// text output, stream sample
+	code, out, errOut = runCLI(t, "vmdk", "info", filepath.Join(vmdkSamples, "vmdk-rs/streamOptimizedWithMarkers.vmdk"))
+	if code != exitOK || !strings.Contains(out, "streamOptimized") || !strings.Contains(out, "7e5b80a7") {
+		t.Fatalf("exit %d: %s%s", code, out, errOut)
+	}
+	if code, _, _ := runCLI(t, "vmdk", "info"); code != exitUsage {
+		t.Fatalf("no DISK: exit %d", code)
+	}
+	if code, _, _ := runCLI(t, "vmdk", "info", filepath.Join(t.TempDir(), "missing.vmdk")); code != exitFailure {
+		t.Fatalf("missing DISK: exit %d", code)
+	}
+}
+
+func TestVMDKInfoChainAndEncryption(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		t.Fatal("qemu-img not found: run make peers")
+	}
+	base := filepath.Join(dir, "base.vmdk")
+	if out, err := exec.Command("qemu-img", "create", "-f", "vmdk", "-o", "subformat=monolithicFlat", base, "1M").CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	d, err := vmdk.ParseDescriptor(mustReadFile(t, base), base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.EncryptionKeys = "vmware:key/list/(pair/(fqid/<VMWARE-NULL>/x,HMAC-SHA-256,abc))"
+	d.SetDDB("ddb.iofilters", "vmwarevmcrypt")
+	text, err := d.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := filepath.Join(dir, "enc.vmdk")
+	if err := os.WriteFile(enc, text, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runCLI(t, "vmdk", "info", enc, "--json")
+	var r vmdkInfoReport
+	if code != exitOK || json.Unmarshal([]byte(out), &r) != nil || !r.Encrypted || !r.Chain[0].EncryptionKeys || !r.Chain[0].VMCryptFilter {
+		t.Fatalf("exit %d %+v %s", code, r, errOut)
+	}
+	if code, _, _ := runCLI(t, "vmdk", "export", enc, "-o", filepath.Join(dir, "out.raw")); code != exitCorrupt {
+		t.Fatalf("export of an encrypted disk: exit %d, want %d", code, exitCorrupt)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "out.raw")); err == nil {
+		t.Fatal("refused export left a file")
+	}
+}
+
+func mustReadFile(t *testing.T, p string) []byte {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestVMDKExportRaw(t *testing.T) {
+	dir := t.TempDir()
+	for _, s := range []string{"vmdk-rs/monolithicSparse.vmdk", "vmdk-rs/streamOptimized.vmdk", "vmdk-rs/twoGbMaxExtentSparse.vmdk"} {
+		out := filepath.Join(dir, filepath.Base(s)+".raw")
+		if code, _, e := runCLI(t, "vmdk", "export", filepath.Join(vmdkSamples, s), "-o", out, "--jobs", "3"); code != exitOK {
+			t.Fatalf("%s: exit %d %s", s, code, e)
+		}
+		if got := vmdkFileSHA(t, out); got != tenMiBSum {
+			t.Fatalf("%s: sha256 %s", s, got)
+		}
+	}
+	out := filepath.Join(dir, "monolithicSparse.vmdk.raw")
+	if code, _, _ := runCLI(t, "vmdk", "export", filepath.Join(vmdkSamples, "vmdk-rs/streamOptimized.vmdk"), "-o", out); code != exitUsage {
+		t.Fatalf("existing OUT without --force: exit %d, want %d", code, exitUsage)
+	}
+	if code, _, _ := runCLI(t, "vmdk", "export", filepath.Join(vmdkSamples, "vmdk-rs/streamOptimized.vmdk"), "-o", out, "--force"); code != exitOK {
+		t.Fatalf("--force: exit %d", code)
+	}
+	for _, bad := range [][]string{{"--format", "qcow2"}, {"--format", "vmdk", "--subformat", "vhd"}, {"--jobs", "-1"}} {
+		args := append([]string{"vmdk", "export", filepath.Join(vmdkSamples, "vmdk-rs/streamOptimized.vmdk"), "-o", filepath.Join(dir, "x")}, bad...)
+		if code, _, _ := runCLI(t, args...); code != exitUsage {
+			t.Fatalf("%v: exit %d, want %d", bad, code, exitUsage)
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 3 {
+		t.Fatalf("temp files left behind: %d entries", len(entries))
+	}
+}
+
+// TestVMDKExportLargeSparse exports the 16 GiB iotest stream disk: the raw
+// output is sparse (a few blocks on disk) and holds qemu's 100 patterned
+// sectors.
+func TestVMDKExportLargeSparse(t *testing.T) {
+	img := vmdkBunzip(t, filepath.Join(vmdkSamples, "qemu-iotests/iotest-version3.vmdk.bz2"))
+	out := filepath.Join(t.TempDir(), "v3.raw")
+	if code, _, e := runCLI(t, "vmdk", "export", img, "-o", out); code != exitOK {
+		t.Fatalf("exit %d %s", code, e)
+	}
+	fi, err := os.Stat(out)
+	if err != nil || fi.Size() != 16<<30 {
+		t.Fatalf("%v size %d", err, fi.Size())
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || st.Blocks*512 > 8<<20 {
+		t.Fatalf("output not sparse: %d blocks", st.Blocks)
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 1024)
+	for i := int64(0); i < 100; i++ {
+		off := i*655360 + i*512
+		if _, err := f.ReadAt(buf, off); err != nil {
+			t.Fatal(err)
+		}
+		want := byte(0x30 + i%10)
+		if buf[0] != want || buf[511] != want {
+			t.Fatalf("sector at %d: %x, want %x", off, buf[0], want)
+		}
+	}
+}
+
+func TestVMDKExportVMDKAndCorrupt(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out.vmdk")
+	if code, _, e := runCLI(t, "vmdk", "export", filepath.Join(vmdkSamples, "vmdk-rs/monolithicSparse.vmdk"), "-o", out,
+		"--format", "vmdk", "--subformat", "streamOptimized"); code != exitOK {
+		t.Fatalf("exit %d %s", code, e)
+	}
+	raw := filepath.Join(dir, "q.raw")
+	if o, err := exec.Command("qemu-img", "convert", "-O", "raw", out, raw).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img reads our export: %v %s", err, o)
+	}
+	if got := vmdkFileSHA(t, raw); got != tenMiBSum {
+		t.Fatalf("qemu reads %s", got)
+	}
+	afl := vmdkBunzip(t, filepath.Join(vmdkSamples, "qemu-iotests/afl9.vmdk.bz2"))
+	for _, args := range [][]string{{"info", afl}, {"export", afl, "-o", filepath.Join(dir, "afl.raw")}} {
+		if code, _, _ := runCLI(t, append([]string{"vmdk"}, args...)...); code != exitCorrupt {
+			t.Fatalf("afl9 %s: exit %d, want %d", args[0], code, exitCorrupt)
+		}
+	}
+}
