@@ -15,6 +15,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/vmcrypt/vmcrypt/nkp"
 	"github.com/vmcrypt/vmcrypt/vmx"
 	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
 )
@@ -66,7 +67,8 @@ type vmLockerInfo struct {
 	Rounds      int    `json:"rounds,omitempty"`   // phrase: PBKDF2 rounds
 	MAC         string `json:"mac"`
 	LockedBytes int    `json:"lockedBytes"`
-	Problem     string `json:"problem,omitempty"` // why it cannot be opened as is
+	NKPKDKID    string `json:"nkpKdkId,omitempty"` // fqid: the KDK an NKP key id names
+	Problem     string `json:"problem,omitempty"`  // why it cannot be opened as is
 }
 
 // vmFileInfo is one file of the VM folder.
@@ -198,6 +200,9 @@ func vmDescribePair(p *keysafe.Pair) vmLockerInfo {
 	switch p.Locker.Type {
 	case keysafe.TypeFQID:
 		li.Provider, li.KeyID = p.Locker.KeyServerID, p.Locker.KeyID
+		if kid, err := nkp.ParseKeyIDString(p.Locker.KeyID); err == nil {
+			li.NKPKDKID = kid.KDKID.String()
+		}
 	case keysafe.TypePhrase:
 		li.KeyID = p.Locker.UniqueID
 		if d, err := keysafe.ParseDict(p.Locker.KeyGenData); err == nil {
@@ -359,6 +364,9 @@ func printVMInspect(w io.Writer, r *vmInspectReport) error {
 		}
 		tw.Flush()
 		for i, l := range r.KeySafe {
+			if l.NKPKDKID != "" {
+				fmt.Fprintf(w, "  pair %d: Native Key Provider key id; KDK %s\n", i+1, l.NKPKDKID)
+			}
 			if l.Problem != "" {
 				fmt.Fprintf(w, "  pair %d: %s\n", i+1, l.Problem)
 			}

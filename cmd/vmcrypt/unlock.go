@@ -41,7 +41,7 @@ func vmUnlockAction(c *cli.Context) error {
 	if ks == nil {
 		return fmt.Errorf("%s is not encrypted: nothing to unlock", path)
 	}
-	srcs, err := keySources(c, true)
+	srcs, err := keySources(c, vmPromptFor(vf))
 	if err != nil {
 		return err
 	}

@@ -199,6 +199,22 @@ func vmOpenVMX(path string, vf *vmx.File, srcs []keys.Source) (*vmOpenedVM, erro
 	return &vmOpenedVM{key: k, opened: op, decrypted: d}, nil
 }
 
+// vmPromptFor says whether to prompt for a passphrase when no key source
+// was given: only when the key safe has a passphrase pair (a VM locked by a
+// key provider then fails with "key not supplied", naming the key).
+func vmPromptFor(vf *vmx.File) bool {
+	ks, err := vf.KeySafe()
+	if err != nil || ks == nil {
+		return true
+	}
+	for _, p := range ks.Pairs() {
+		if p.Locker != nil && p.Locker.Type == keysafe.TypePhrase {
+			return true
+		}
+	}
+	return false
+}
+
 // vmxWriteNew writes data to a temp file in path's folder (mode 0600: it
 // may hold keys), syncs it and moves it to path: with a hard link that
 // fails if path exists, or a rename when replace is set.
@@ -265,7 +281,7 @@ func vmxDecrypt(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	srcs, err := keySources(c, true)
+	srcs, err := keySources(c, vmPromptFor(vf))
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/vmcrypt/vmcrypt/nkp"
 	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
 )
 
@@ -176,13 +177,18 @@ func (r *Resolver) Open(l *keysafe.Locator) (*keysafe.Key, Opened, error) {
 func notFoundFor(pairs []*keysafe.Pair) *keysafe.KeyNotFoundError {
 	for _, p := range pairs {
 		if p.Locker.Type == keysafe.TypeFQID {
-			return &keysafe.KeyNotFoundError{Provider: p.Locker.KeyServerID, KeyID: p.Locker.KeyID}
+			e := &keysafe.KeyNotFoundError{Provider: p.Locker.KeyServerID, KeyID: p.Locker.KeyID,
+				Hint: "a KEK file with this key id (--kek) opens it"}
+			if kid, err := nkp.ParseKeyIDString(p.Locker.KeyID); err == nil {
+				e.Hint = "a Native Key Provider key id: the NKP backup of KDK " + kid.KDKID.String() + " (--nkp-backup) opens it"
+			}
+			return e
 		}
 	}
 	for _, p := range pairs {
 		if p.Locker.Type == keysafe.TypePhrase {
 			return &keysafe.KeyNotFoundError{Provider: "passphrase", KeyID: p.Locker.UniqueID,
-				Hint: "it is locked by a passphrase"}
+				Hint: "the VM is locked by a passphrase (--passphrase-file)"}
 		}
 	}
 	return &keysafe.KeyNotFoundError{Provider: "unknown", KeyID: "unknown"}
