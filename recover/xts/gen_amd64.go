@@ -51,6 +51,18 @@ GLOBL xtsMask<>(SB), RODATA|NOPTR, $16
 	aesni("Enc", "AESENC", "AESENCLAST")
 	vaes512("Dec", "VAESDEC", "VAESDECLAST")
 	vaes512("Enc", "VAESENC", "VAESENCLAST")
+	vaes256("Dec", "VAESDEC", "VAESDECLAST")
+	vaes256("Enc", "VAESENC", "VAESENCLAST")
+	b.WriteString(`// func cpuid7ecx() uint32: CPUID leaf 7 sub-leaf 0, ECX (bit 9 VAES,
+// bit 10 VPCLMULQDQ), which golang.org/x/sys/cpu only reports together
+// with AVX-512.
+TEXT ·cpuid7ecx(SB), NOSPLIT, $0-4
+	MOVL $7, AX
+	MOVL $0, CX
+	CPUID
+	MOVL CX, ret+0(FP)
+	RET
+`)
 	if err := os.WriteFile(*out, b.Bytes(), 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -224,6 +236,105 @@ func vaes512(name, op, opLast string) {
 	p("JNZ sector")
 	p("TESTQ CX, CX")
 	p("JNZ quad")
+	p("VZEROUPPER")
+	p("RET")
+	b.WriteString("\n")
+}
+
+// vaes256: AVX2 + VAES, 16 YMM registers. The tweaks T0 of 8 sectors are
+// computed together (4 YMM AES-K2 chains) and kept at 0(SP); each sector is
+// done in two halves of 16 blocks: Y0..Y7 data, Y8..Y15 tweaks (lane i of
+// Y(8+k) in half h is T*x^(16h+2k+i)); round keys are 256-bit memory
+// operands from the twice-repeated K1 schedule.
+func vaes256(name, op, opLast string) {
+	fmt.Fprintf(&b, "// func xts%sVAES256(k1 (twice-repeated schedule), k2, dst, src *byte, n int, lba uint64)\n", name)
+	fmt.Fprintf(&b, "TEXT ·xts%sVAES256(SB), NOSPLIT, $128-48\n", name)
+	args()
+	label("batch")
+	for i := 0; i < 8; i++ {
+		p("MOVQ DX, %d(SP)", 16*i)
+		p("MOVQ $0, %d(SP)", 16*i+8)
+		p("ADDQ $1, DX")
+	}
+	for j := 0; j < 4; j++ {
+		p("VMOVDQU %d(SP), Y%d", 32*j, j)
+	}
+	p("VBROADCASTI128 0(R9), Y15")
+	for j := 0; j < 4; j++ {
+		p("VPXOR Y15, Y%d, Y%d", j, j)
+	}
+	for r := 1; r < 14; r++ {
+		p("VBROADCASTI128 %d(R9), Y15", 16*r)
+		for j := 0; j < 4; j++ {
+			p("VAESENC Y15, Y%d, Y%d", j, j)
+		}
+	}
+	p("VBROADCASTI128 224(R9), Y15")
+	for j := 0; j < 4; j++ {
+		p("VAESENCLAST Y15, Y%d, Y%d", j, j)
+		p("VMOVDQU Y%d, %d(SP)", j, 32*j)
+	}
+	p("MOVQ $8, R10")
+	p("CMPQ CX, $8")
+	p("CMOVQLT CX, R10")
+	p("SUBQ R10, CX")
+	p("MOVQ SP, R11")
+	label("sector")
+	for h := 0; h < 2; h++ {
+		// Y2 = [T, T*x]; Y3 = xtsMask in both lanes.
+		p("VBROADCASTI128 0(R11), Y2")
+		p("VBROADCASTI128 xtsMask<>(SB), Y3")
+		p("VPSRLVQ xtsCntR<>(SB), Y2, Y0")
+		p("VPSLLVQ xtsCntL<>(SB), Y2, Y2")
+		p("VPCLMULQDQ $0x01, Y3, Y0, Y1")
+		p("VPSLLDQ $8, Y0, Y0")
+		p("VPXOR Y1, Y2, Y2")
+		p("VPXOR Y0, Y2, Y2")
+		for k := 0; k < 8; k++ {
+			sh := 16*h + 2*k
+			d := fmt.Sprintf("Y%d", 8+k)
+			if sh == 0 {
+				p("VMOVDQA Y2, %s", d)
+				continue
+			}
+			p("VPSRLQ $%d, Y2, Y0", 64-sh)
+			p("VPSLLQ $%d, Y2, %s", sh, d)
+			p("VPCLMULQDQ $0x01, Y3, Y0, Y1")
+			p("VPSLLDQ $8, Y0, Y0")
+			p("VPXOR Y0, %s, %s", d, d)
+			p("VPXOR Y1, %s, %s", d, d)
+		}
+		for i := 0; i < 8; i++ {
+			p("VMOVDQU %d(SI), Y%d", 256*h+32*i, i)
+		}
+		for i := 0; i < 8; i++ {
+			p("VPXOR Y%d, Y%d, Y%d", 8+i, i, i)
+		}
+		for i := 0; i < 8; i++ {
+			p("VPXOR 0(R8), Y%d, Y%d", i, i)
+		}
+		for r := 1; r < 14; r++ {
+			for i := 0; i < 8; i++ {
+				p("%s %d(R8), Y%d, Y%d", op, 32*r, i, i)
+			}
+		}
+		for i := 0; i < 8; i++ {
+			p("VPXOR 448(R8), Y%d, Y%d", 8+i, 8+i)
+		}
+		for i := 0; i < 8; i++ {
+			p("%s Y%d, Y%d, Y%d", opLast, 8+i, i, i)
+		}
+		for i := 0; i < 8; i++ {
+			p("VMOVDQU Y%d, %d(DI)", i, 256*h+32*i)
+		}
+	}
+	p("ADDQ $16, R11")
+	p("ADDQ $512, SI")
+	p("ADDQ $512, DI")
+	p("DECQ R10")
+	p("JNZ sector")
+	p("TESTQ CX, CX")
+	p("JNZ batch")
 	p("VZEROUPPER")
 	p("RET")
 	b.WriteString("\n")

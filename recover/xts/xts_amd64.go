@@ -22,6 +22,14 @@ func xtsDecVAES512(k1, k2, dst, src *byte, n int, lba uint64)
 //go:noescape
 func xtsEncVAES512(k1, k2, dst, src *byte, n int, lba uint64)
 
+//go:noescape
+func xtsDecVAES256(k1, k2, dst, src *byte, n int, lba uint64)
+
+//go:noescape
+func xtsEncVAES256(k1, k2, dst, src *byte, n int, lba uint64)
+
+func cpuid7ecx() uint32
+
 func hasAESNI() bool { return cpu.X86.HasAES && cpu.X86.HasSSE2 }
 
 func hasVAES512() bool {
@@ -29,10 +37,23 @@ func hasVAES512() bool {
 		cpu.X86.HasAVX512VAES && cpu.X86.HasAVX512VPCLMULQDQ
 }
 
+// hasVAES256: VAES and VPCLMULQDQ on 256-bit registers need only AVX2 (and
+// OS-saved YMM state, which HasAVX2 includes); CPUID is read directly
+// because golang.org/x/sys/cpu reports these bits only with AVX-512.
+func hasVAES256() bool {
+	if !hasAESNI() || !cpu.X86.HasAVX2 || !cpu.X86.HasPCLMULQDQ {
+		return false
+	}
+	ecx := cpuid7ecx()
+	return ecx&(1<<9) != 0 && ecx&(1<<10) != 0
+}
+
 func bestImpl() impl {
 	switch {
 	case hasVAES512():
 		return implVAES512
+	case hasVAES256():
+		return implVAES256
 	case hasAESNI():
 		return implAESNI
 	}
@@ -44,6 +65,9 @@ func availableImpls() []impl {
 	l := []impl{implGeneric}
 	if hasAESNI() {
 		l = append(l, implAESNI)
+	}
+	if hasVAES256() {
+		l = append(l, implVAES256)
 	}
 	if hasVAES512() {
 		l = append(l, implVAES512)
@@ -59,6 +83,10 @@ func (c *Cipher) cryptKernel(im impl, dst, src []byte, lba uint64, encrypt bool)
 		xtsEncVAES512(&c.sched[offEnc1], k2, &dst[0], &src[0], n, lba)
 	case im == implVAES512:
 		xtsDecVAES512(&c.sched[offDec1], k2, &dst[0], &src[0], n, lba)
+	case im == implVAES256 && encrypt:
+		xtsEncVAES256(&c.sched[offEnc1x2], k2, &dst[0], &src[0], n, lba)
+	case im == implVAES256:
+		xtsDecVAES256(&c.sched[offDec1x2], k2, &dst[0], &src[0], n, lba)
 	case im == implAESNI && encrypt:
 		xtsEncAESNI(&c.sched[offEnc1], k2, &dst[0], &src[0], n, lba)
 	case im == implAESNI:
