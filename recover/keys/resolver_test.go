@@ -178,3 +178,44 @@ func BenchmarkResolverReopen(b *testing.B) {
 		}
 	}
 }
+
+// Many goroutines opening the same key safe (the VMX and its disks in
+// parallel) share one PBKDF2 run.
+func TestResolverConcurrent(t *testing.T) {
+	key := randKey(t, keysafe.CipherXTSAES256)
+	p, _ := keysafe.LockPhrase(key, []byte("pw"), keysafe.CipherXTSAES256, 20000, rand.Reader)
+	l := keysafe.NewList(p)
+	r := NewResolver(NewPassphrase([]byte("pw")))
+	errs := make(chan error, 16)
+	for i := 0; i < 16; i++ {
+		go func() {
+			k, _, err := r.Open(l)
+			if err == nil && !bytes.Equal(k.Bytes, key.Bytes) {
+				err = errors.New("wrong key bytes")
+			}
+			errs <- err
+		}()
+	}
+	for i := 0; i < 16; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := r.derivations.Load(); n != 1 {
+		t.Fatalf("%d PBKDF2 runs, want 1", n)
+	}
+}
+
+// An unusable locker type (ldap) next to a phrase pair does not stop the
+// phrase pair; alone it is unsupported.
+func TestResolverSkipsOfflineLockers(t *testing.T) {
+	key := randKey(t, keysafe.CipherAES256)
+	p, _ := keysafe.LockPhrase(key, []byte("pw"), keysafe.CipherAES256, 1000, rand.Reader)
+	ldap := &keysafe.Pair{Locker: &keysafe.Locator{Type: keysafe.TypeLDAP, UniqueID: "u", Server: "s", Domain: "d", Port: 389, Path: "p"}, MAC: keysafe.MACSHA1, Locked: make([]byte, 116)}
+	if _, op, err := NewResolver(NewPassphrase([]byte("pw"))).Open(keysafe.NewList(ldap, p)); err != nil || op.Pair != 1 {
+		t.Fatalf("%v %+v", err, op)
+	}
+	if _, _, err := NewResolver(NewPassphrase([]byte("pw"))).Open(keysafe.NewList(ldap)); !errors.Is(err, keysafe.ErrUnsupported) {
+		t.Fatalf("ldap only: %v", err)
+	}
+}

@@ -505,3 +505,56 @@ func TestAuthenticatedBadDict(t *testing.T) {
 		}
 	}
 }
+
+// HMAC-SHA-1-128 (SHA-1 truncated to 16 bytes) is accepted on read.
+func TestMACSHA1128(t *testing.T) {
+	k := &Key{Cipher: CipherAES256, Bytes: bytes.Repeat([]byte{9}, 32)}
+	pp := &PhraseParams{Pass2Key: Pass2KeyPBKDF2, Cipher: CipherAES256, Rounds: 100, Salt: bytes.Repeat([]byte{1}, 16)}
+	kek, err := DerivePhraseKEK(pp, []byte("pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	locked, err := seal(k, MACSHA1128, kek, kek, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(locked) != 16+80+16 {
+		t.Fatalf("blob %d bytes", len(locked))
+	}
+	p := &Pair{Locker: &Locator{Type: TypePhrase, UniqueID: "u", KeyGenData: pp.String()}, MAC: MACSHA1128, Locked: locked}
+	l, err := Parse(NewList(p).String())
+	if err != nil || !strings.Contains(l.String(), "HMAC%2dSHA%2d1%2d128") {
+		t.Fatalf("%v %s", err, l)
+	}
+	got, err := UnlockPhrase(l.Pairs()[0], []byte("pw"))
+	if err != nil || !bytes.Equal(got.Bytes, k.Bytes) {
+		t.Fatalf("unlock: %v", err)
+	}
+	if _, err := UnlockPhrase(l.Pairs()[0], []byte("pW")); !errors.Is(err, ErrWrongKey) {
+		t.Fatalf("wrong: %v", err)
+	}
+}
+
+// Every grammar type round-trips through the canonical form.
+func TestAllTypesRoundTrip(t *testing.T) {
+	for _, s := range []string{
+		"vmware:key/ldap/<VMWARE-NULL>/<VMWARE-NULL>/d/636/FALSE/p",
+		"vmware:key/role/<VMWARE-NULL>/adminRecovery",
+		"vmware:key/script/id/rel%2fp/<VMWARE-EMPTYSTRING>",
+		"vmware:key/list/(list/(pair/(rawkey/k,HMAC%2dSHA%2d1,<VMWARE-EMPTYSTRING>)),null/%3cVMWARE%2dEMPTYSTRING%3e)",
+		"vmware:key/pair/(fqid/<VMWARE-NULL>/<VMWARE-NULL>/k,HMAC%2dSHA%2d256,AAAA)",
+	} {
+		l, err := Parse(s)
+		if err != nil {
+			t.Errorf("Parse(%s): %v", s, err)
+			continue
+		}
+		if l.String() != s {
+			t.Errorf("round trip\n got %s\nwant %s", l.String(), s)
+		}
+	}
+	l, _ := Parse("vmware:key/role/x/ADMINIDENT")
+	if l.Role != "adminIdent" {
+		t.Errorf("role %q", l.Role)
+	}
+}
