@@ -242,12 +242,16 @@ func vmScanFolder(dir string) ([]vmFileInfo, error) {
 		if !ok || e.IsDir() {
 			continue
 		}
-		st, err := e.Info()
+		p := filepath.Join(dir, e.Name())
+		st, err := os.Stat(p) // follows symlinks: report the file's size
 		if err != nil {
-			return nil, err
+			out = append(out, vmFileInfo{Name: e.Name(), Kind: kind, Note: err.Error()})
+			continue
+		}
+		if st.IsDir() {
+			continue
 		}
 		fi := vmFileInfo{Name: e.Name(), Kind: kind, Size: st.Size()}
-		p := filepath.Join(dir, e.Name())
 		switch {
 		case ext == ".vmx":
 			if vf, err := vmReadVMX(p); err != nil {
