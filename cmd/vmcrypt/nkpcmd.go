@@ -136,9 +136,11 @@ type nkpInspectReport struct {
 	MAC        *nkp.MACInfo    `json:"mac,omitempty"`
 	Containers []nkp.Container `json:"containers"`
 	// Password: "verified" (the given or the empty password opens it),
-	// "not given" (no password given and the empty one does not open it).
+	// "not given" (no password given and the empty one does not open it),
+	// "does not open" (see Error).
 	Password string       `json:"password"`
 	KDKs     []nkpKDKInfo `json:"kdks,omitempty"`
+	Error    string       `json:"error,omitempty"`
 }
 
 type nkpKDKInfo struct {
@@ -176,13 +178,20 @@ func nkpInspect(c *cli.Context) error {
 		}
 	case !given && errors.Is(err, keysafe.ErrWrongKey):
 		rep.Password = "not given (the empty password does not open it)"
+		err = nil
 	default:
-		return err
+		// Still show the structure; the exit code says what failed.
+		rep.Password = "does not open"
+		rep.Error = err.Error()
 	}
 	if c.Bool("json") {
-		return nkpWriteJSON(c.App.Writer, rep)
+		if jerr := nkpWriteJSON(c.App.Writer, rep); jerr != nil {
+			return jerr
+		}
+	} else if perr := nkpPrintInspect(c.App.Writer, &rep); perr != nil {
+		return perr
 	}
-	return nkpPrintInspect(c.App.Writer, &rep)
+	return err
 }
 
 func nkpWriteJSON(w io.Writer, v any) error {
@@ -231,6 +240,9 @@ func nkpPrintInspect(w io.Writer, r *nkpInspectReport) error {
 		}
 	}
 	fmt.Fprintf(&s, "password:  %s\n", r.Password)
+	if r.Error != "" {
+		fmt.Fprintf(&s, "error:     %s\n", r.Error)
+	}
 	if len(r.KDKs) == 0 {
 		for _, ct := range r.Containers {
 			for _, bag := range ct.Bags {

@@ -85,8 +85,8 @@ func TestNKPCreateInspect(t *testing.T) {
 		t.Fatalf("no-password report %+v", rep)
 	}
 	// Wrong password: exit 3, by file and by environment.
-	if code, _, _ = runCLI(t, "nkp", "inspect", out, "--password-file", nkpSecretFile(t, dir, "wrong")); code != exitWrongKey {
-		t.Fatalf("wrong password: exit %d", code)
+	if code, stdout, _ = runCLI(t, "nkp", "inspect", out, "--password-file", nkpSecretFile(t, dir, "wrong")); code != exitWrongKey || !strings.Contains(stdout, "HMAC-SHA-256") {
+		t.Fatalf("wrong password: exit %d, and the structure must still print:\n%s", code, stdout)
 	}
 	t.Setenv(envNKPPassword, "wrong")
 	if code, _, _ = runCLI(t, "nkp", "inspect", out); code != exitWrongKey {
