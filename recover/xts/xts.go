@@ -16,6 +16,10 @@
 //     AVX-512 such as AMD Zen 3 or Intel Alder Lake), 16 blocks in flight;
 //   - aesni: AES-NI on XMM registers (SSE2 only), 8 blocks in flight.
 //
+// The choice follows golang.org/x/sys/cpu, so GODEBUG can lower it:
+// cpu.avx512f=off selects vaes-avx2 (for a CPU where 512-bit work slows the
+// clock), cpu.aes=off the pure-Go path; Implementation reports the choice.
+//
 // Other CPUs and architectures, and builds with the purego tag, use a
 // pure-Go path on crypto/aes (~0.33 GB/s, like golang.org/x/crypto/xts).
 // All paths give identical output; the tests run every path the machine

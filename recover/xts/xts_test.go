@@ -7,6 +7,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"testing"
 
 	xxts "golang.org/x/crypto/xts"
@@ -386,5 +387,36 @@ func TestKeySchedule(t *testing.T) {
 	}
 	if !bytes.Equal(dec[:16], enc[224:]) || !bytes.Equal(dec[224:], enc[:16]) {
 		t.Fatal("decryption schedule ends are not the encryption schedule's")
+	}
+}
+
+// TestConcurrentUse shares one Cipher between goroutines (run under -race
+// by make test): it holds no mutable state, so every result must match.
+func TestConcurrentUse(t *testing.T) {
+	key := benchKey()
+	c, _ := New(key)
+	src := bytes.Repeat([]byte{0x3c, 0xc3, 0x99}, 40*SectorSize/3+1)[:40*SectorSize]
+	var wg sync.WaitGroup
+	errs := make([]bool, 8)
+	for g := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lba := uint64(g) << 33
+			want := refCrypt(t, key, src, lba, false)
+			for range 20 {
+				got := make([]byte, len(src))
+				c.DecryptSectors(got, src, lba)
+				if !bytes.Equal(got, want) {
+					errs[g] = true
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for g, bad := range errs {
+		if bad {
+			t.Errorf("goroutine %d got a wrong result", g)
+		}
 	}
 }
