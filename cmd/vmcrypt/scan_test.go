@@ -1,0 +1,42 @@
+package main
+
+import (
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/vmcrypt/vmcrypt/recover/scan"
+)
+
+func TestScanCommand(t *testing.T) {
+	root := t.TempDir()
+	if code, _, stderr := runCLI(t, "fixture", filepath.Join(root, "enc"), "--provider", "passphrase", "--size", "1M"); code != exitOK {
+		t.Fatalf("fixture: %d %s", code, stderr)
+	}
+	if code, _, stderr := runCLI(t, "fixture", filepath.Join(root, "part"), "--provider", "passphrase", "--size", "1M", "--partial"); code != exitOK {
+		t.Fatalf("fixture: %d %s", code, stderr)
+	}
+	code, stdout, _ := runCLI(t, "scan", root, "--json")
+	if code != exitOK {
+		t.Fatalf("scan exit %d", code)
+	}
+	var rep scan.Report
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Summary.VMs != 2 || rep.Summary.Encrypted != 1 || rep.Summary.Exposed != 1 {
+		t.Fatalf("summary %+v", rep.Summary)
+	}
+	// Text output: exit 0 whatever was found, with the exposed file named.
+	code, stdout, _ = runCLI(t, "scan", root)
+	if code != exitOK || !strings.Contains(stdout, "EXPOSED  part/vm/fixture.vmdk") || !strings.Contains(stdout, "SUMMARY") {
+		t.Fatalf("scan text: exit %d\n%s", code, stdout)
+	}
+	if code, _, _ := runCLI(t, "scan"); code != exitUsage {
+		t.Errorf("scan without DIR: exit %d", code)
+	}
+	if code, _, _ := runCLI(t, "scan", filepath.Join(root, "missing")); code != exitFailure {
+		t.Errorf("scan of a missing DIR: exit %d", code)
+	}
+}

@@ -1,0 +1,681 @@
+// Package scan surveys a datastore copy, read-only and bounded: it finds
+// every VM (each .vmx), and says of each of its files whether it is
+// encrypted, plain, or exposed (plain guest data: a plain disk with a
+// partition table or file system, plain swap, a plain memory or snapshot
+// state file, a plain .nvram), which key provider and key ids would open
+// it, and a summary.
+//
+// # What is read
+//
+// Never whole files: a .vmx (at most vmx.MaxFileSize), VMDK descriptors and
+// sparse headers and grain directories (vmdk.Open), for plain disks the
+// first 68 KiB of the virtual disk and of each partition it lists (Detect),
+// for encrypted disks the same through the raw (keyless) view to catch a
+// disk whose descriptor says encrypted but whose data is not, and the
+// 4 KiB header of data files. Everything is opened read-only.
+//
+// # Grouping
+//
+// The files of a folder belong to the VM whose .vmx is in that folder
+// (with several, the one whose name the file starts with). Files in a
+// folder without a .vmx are reported under a VM entry with an empty VMX.
+package scan
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/vmcrypt/vmcrypt/nkp"
+	"github.com/vmcrypt/vmcrypt/recover/datafile"
+	"github.com/vmcrypt/vmcrypt/vmdk"
+	"github.com/vmcrypt/vmcrypt/vmx"
+	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
+)
+
+// MaxFiles caps the files a scan looks at.
+const MaxFiles = 1_000_000
+
+// Status of a file or VM.
+type Status string
+
+// Statuses.
+const (
+	Encrypted Status = "encrypted" // needs a key to read
+	Plain     Status = "plain"     // not encrypted, nothing found that exposes guest data
+	Exposed   Status = "exposed"   // guest data readable without a key
+	Error     Status = "unreadable"
+)
+
+// File kinds.
+const (
+	KindVMX      = "vmx"
+	KindDisk     = "disk"     // a descriptor or monolithic VMDK: one chain link
+	KindExtent   = "extent"   // an extent file of a disk (-flat, -s001, -delta)
+	KindNVRAM    = "nvram"    // firmware variables, vTPM state
+	KindSwap     = "swap"     // .vswp
+	KindMemory   = "memory"   // .vmem
+	KindSnapshot = "snapshot" // .vmsn, .vmss: snapshot or suspend state
+	KindOther    = "other"    // .vmsd, .vmxf
+)
+
+// kinds maps file extensions to kinds; other files are not reported.
+var kinds = map[string]string{
+	".vmx": KindVMX, ".vmdk": KindDisk, ".nvram": KindNVRAM, ".vswp": KindSwap,
+	".vmem": KindMemory, ".vmsn": KindSnapshot, ".vmss": KindSnapshot,
+	".vmsd": KindOther, ".vmxf": KindOther,
+}
+
+// KeyRef names a key that opens something, never the key itself.
+type KeyRef struct {
+	Locker   string `json:"locker"`          // "phrase" or "fqid"
+	Provider string `json:"provider"`        // "passphrase", or the key provider's name
+	KeyID    string `json:"keyId,omitempty"` // fqid key id
+	KDKID    string `json:"kdkId,omitempty"` // NKP: the KDK the key id names
+}
+
+func (k KeyRef) String() string {
+	switch {
+	case k.Locker == string(keysafe.TypePhrase):
+		return "passphrase"
+	case k.KDKID != "":
+		return fmt.Sprintf("NKP %s, KDK %s", k.Provider, k.KDKID)
+	case k.KeyID != "":
+		return fmt.Sprintf("KMS %s, key %s", k.Provider, k.KeyID)
+	}
+	return k.Locker
+}
+
+// File is one file of a VM.
+type File struct {
+	Path       string      `json:"path"` // relative to the scanned root
+	Kind       string      `json:"kind"`
+	Status     Status      `json:"status"`
+	Why        string      `json:"why"` // one sentence
+	Size       int64       `json:"size"`
+	Signatures []Signature `json:"signatures,omitempty"`
+	Keys       []KeyRef    `json:"keys,omitempty"`
+	Parent     string      `json:"parent,omitempty"` // a delta disk's parent hint
+	Extents    []string    `json:"extents,omitempty"`
+	Error      string      `json:"error,omitempty"`
+}
+
+// VM is one virtual machine: a .vmx and the files beside it.
+type VM struct {
+	VMX         string   `json:"vmx"` // relative; "" for files in a folder without a .vmx
+	Dir         string   `json:"dir"`
+	DisplayName string   `json:"displayName,omitempty"`
+	Status      Status   `json:"status"`
+	Keys        []KeyRef `json:"keys,omitempty"`    // every key the VM's files need
+	Exposed     []string `json:"exposed,omitempty"` // "path: why" of each exposed file
+	Files       []File   `json:"files"`
+}
+
+// Summary counts VMs and files by status.
+type Summary struct {
+	VMs       int            `json:"vms"`
+	Encrypted int            `json:"encrypted"`
+	Exposed   int            `json:"exposed"`
+	Plain     int            `json:"plain"`
+	Files     map[Status]int `json:"files"`
+	Keys      []KeyUse       `json:"keys,omitempty"`
+	Truncated bool           `json:"truncated,omitempty"` // MaxFiles reached
+}
+
+// KeyUse is a key and how many VMs need it.
+type KeyUse struct {
+	Key KeyRef `json:"key"`
+	VMs int    `json:"vms"`
+}
+
+// Report is the result of a scan.
+type Report struct {
+	Root    string  `json:"root"`
+	VMs     []VM    `json:"vms"`
+	Summary Summary `json:"summary"`
+}
+
+// Scan walks root (a datastore copy, a VM folder, or one file) without
+// following symbolic links and reports every VM found. It fails only when
+// root cannot be read; problems with single files are reported in them.
+func Scan(root string) (*Report, error) {
+	st, err := os.Stat(root)
+	if err != nil {
+		return nil, err
+	}
+	rep := &Report{Root: root, Summary: Summary{Files: map[Status]int{}}}
+	byDir := map[string][]string{}
+	n := 0
+	if !st.IsDir() {
+		byDir[filepath.Dir(root)] = []string{filepath.Base(root)}
+		root = filepath.Dir(root)
+	} else {
+		err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return nil // unreadable folder: skip it, keep scanning
+			}
+			if !d.Type().IsRegular() {
+				return nil
+			}
+			if _, ok := kinds[strings.ToLower(filepath.Ext(p))]; !ok {
+				return nil
+			}
+			if n++; n > MaxFiles {
+				rep.Summary.Truncated = true
+				return filepath.SkipAll
+			}
+			byDir[filepath.Dir(p)] = append(byDir[filepath.Dir(p)], filepath.Base(p))
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	dirs := make([]string, 0, len(byDir))
+	for d := range byDir {
+		dirs = append(dirs, d)
+	}
+	sort.Strings(dirs)
+	for _, d := range dirs {
+		names := byDir[d]
+		sort.Strings(names)
+		rep.VMs = append(rep.VMs, scanDir(root, d, names)...)
+	}
+	rep.summarise()
+	return rep, nil
+}
+
+// scanDir reports the VMs of one folder.
+func scanDir(root, dir string, names []string) []VM {
+	rel := func(n string) string {
+		r, err := filepath.Rel(root, filepath.Join(dir, n))
+		if err != nil {
+			return filepath.Join(dir, n)
+		}
+		return filepath.ToSlash(r)
+	}
+	var vms []VM
+	for _, n := range names {
+		if strings.EqualFold(filepath.Ext(n), ".vmx") {
+			vms = append(vms, VM{VMX: rel(n), Dir: rel("")})
+		}
+	}
+	if len(vms) == 0 {
+		vms = append(vms, VM{Dir: rel("")})
+	}
+	// Disks first, so their extent files are known.
+	extents := map[string]File{} // extent file name -> its disk
+	var files []File
+	for _, n := range names {
+		if strings.EqualFold(filepath.Ext(n), ".vmdk") {
+			f, ok := scanDisk(dir, n, rel(n))
+			if ok {
+				for _, e := range f.Extents {
+					extents[e] = f
+				}
+				files = append(files, f)
+			}
+		}
+	}
+	for _, n := range names {
+		ext := strings.ToLower(filepath.Ext(n))
+		switch {
+		case ext == ".vmdk":
+			if isDiskFile(files, rel(n)) {
+				continue
+			}
+			disk, owned := extents[n]
+			files = append(files, scanExtent(dir, n, rel(n), owned, disk))
+		case ext == ".vmx":
+			f, name := scanVMX(filepath.Join(dir, n), rel(n))
+			for i := range vms {
+				if vms[i].VMX == f.Path {
+					vms[i].DisplayName = name
+				}
+			}
+			files = append(files, f)
+		default:
+			files = append(files, scanDataFile(filepath.Join(dir, n), rel(n), kinds[ext]))
+		}
+	}
+	sort.Slice(files, func(i, j int) bool { return files[i].Path < files[j].Path })
+	for _, f := range files {
+		i := owner(vms, f.Path)
+		vms[i].Files = append(vms[i].Files, f)
+	}
+	for i := range vms {
+		vms[i].finish()
+	}
+	return vms
+}
+
+func isDiskFile(files []File, path string) bool {
+	for _, f := range files {
+		if f.Path == path {
+			return true
+		}
+	}
+	return false
+}
+
+// owner picks the VM a file belongs to: its own .vmx, the VM whose base
+// name the file starts with, else the first.
+func owner(vms []VM, path string) int {
+	best, bestLen := 0, -1
+	base := filepath.Base(path)
+	for i, vm := range vms {
+		if vm.VMX == path {
+			return i
+		}
+		stem := strings.TrimSuffix(filepath.Base(vm.VMX), filepath.Ext(vm.VMX))
+		if vm.VMX != "" && strings.HasPrefix(base, stem) && len(stem) > bestLen {
+			best, bestLen = i, len(stem)
+		}
+	}
+	return best
+}
+
+// finish sets the VM's status, keys and exposed list.
+func (vm *VM) finish() {
+	seen := map[KeyRef]bool{}
+	allEnc, vmxEnc := true, false
+	for _, f := range vm.Files {
+		for _, k := range f.Keys {
+			if !seen[k] {
+				seen[k] = true
+				vm.Keys = append(vm.Keys, k)
+			}
+		}
+		switch f.Status {
+		case Exposed:
+			if f.Kind != KindExtent || !strings.HasPrefix(f.Why, "extent of ") {
+				vm.Exposed = append(vm.Exposed, f.Path+": "+f.Why)
+			}
+		case Encrypted:
+			if f.Kind == KindVMX {
+				vmxEnc = true
+			}
+		default:
+			if f.Kind != KindOther && f.Kind != KindExtent {
+				allEnc = false
+			}
+		}
+	}
+	switch {
+	case len(vm.Exposed) > 0:
+		vm.Status = Exposed
+	case vmxEnc && allEnc:
+		vm.Status = Encrypted
+	default:
+		vm.Status = Plain
+	}
+}
+
+func (r *Report) summarise() {
+	s := &r.Summary
+	uses := map[KeyRef]int{}
+	var order []KeyRef
+	for _, vm := range r.VMs {
+		s.VMs++
+		switch vm.Status {
+		case Encrypted:
+			s.Encrypted++
+		case Exposed:
+			s.Exposed++
+		default:
+			s.Plain++
+		}
+		for _, f := range vm.Files {
+			s.Files[f.Status]++
+		}
+		for _, k := range vm.Keys {
+			if uses[k] == 0 {
+				order = append(order, k)
+			}
+			uses[k]++
+		}
+	}
+	for _, k := range order {
+		s.Keys = append(s.Keys, KeyUse{k, uses[k]})
+	}
+}
+
+// keyRefs lists the lockers of a key safe.
+func keyRefs(ks string) ([]KeyRef, error) {
+	l, err := keysafe.Parse(ks)
+	if err != nil {
+		return nil, err
+	}
+	var out []KeyRef
+	for _, p := range l.Pairs() {
+		if p.Locker == nil {
+			continue
+		}
+		k := KeyRef{Locker: string(p.Locker.Type)}
+		switch p.Locker.Type {
+		case keysafe.TypePhrase:
+			k.Provider = "passphrase"
+		case keysafe.TypeFQID:
+			k.Provider, k.KeyID = p.Locker.KeyServerID, p.Locker.KeyID
+			if id, err := nkp.ParseKeyIDString(k.KeyID); err == nil {
+				k.KDKID = id.KDKID.String()
+			}
+		}
+		out = append(out, k)
+	}
+	return out, nil
+}
+
+// scanVMX reads a .vmx: encrypted (key safe) or plain.
+func scanVMX(path, rel string) (File, string) {
+	f := File{Path: rel, Kind: KindVMX}
+	fh, err := os.Open(path)
+	if err != nil {
+		return errFile(f, err), ""
+	}
+	defer fh.Close()
+	fi, err := fh.Stat()
+	if err != nil {
+		return errFile(f, err), ""
+	}
+	f.Size = fi.Size()
+	v, err := vmx.Parse(fh, fi.Size())
+	if err != nil {
+		return errFile(f, err), ""
+	}
+	name, _ := v.Get("displayName")
+	ks, _, ok, err := v.Encryption()
+	if err != nil {
+		return errFile(f, err), name
+	}
+	if !ok {
+		f.Status, f.Why = Plain, "plain configuration (no key safe)"
+		return f, name
+	}
+	if f.Keys, err = keyRefs(ks); err != nil {
+		return errFile(f, err), name
+	}
+	f.Status = Encrypted
+	f.Why = "key safe + encryption.data, opened by " + describe(f.Keys)
+	if val, ok := v.Get("vtpm.present"); ok && strings.EqualFold(val, "TRUE") {
+		f.Why += "; vTPM present"
+	}
+	return f, name
+}
+
+func describe(ks []KeyRef) string {
+	var s []string
+	for _, k := range ks {
+		s = append(s, k.String())
+	}
+	if len(s) == 0 {
+		return "no known locker"
+	}
+	return strings.Join(s, " or ")
+}
+
+// isDescriptorOrMonolithic reports whether a .vmdk file is a disk (a text
+// descriptor, or a sparse/stream file with an embedded descriptor) rather
+// than an extent file.
+func isDescriptorOrMonolithic(path string) bool {
+	fh, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer fh.Close()
+	h := make([]byte, 512)
+	n, _ := io.ReadFull(fh, h)
+	h = h[:n]
+	if bytes.HasPrefix(h, []byte("KDMV")) && n >= 44 {
+		descOff := leU64(h[28:])
+		return descOff != 0
+	}
+	return bytes.Contains(h, []byte("# Disk DescriptorFile")) || bytes.Contains(h, []byte("createType"))
+}
+
+func leU64(b []byte) uint64 {
+	var v uint64
+	for i := 7; i >= 0; i-- {
+		v = v<<8 | uint64(b[i])
+	}
+	return v
+}
+
+// scanDisk reports one disk link (a descriptor or monolithic file). ok is
+// false for extent files.
+func scanDisk(dir, name, rel string) (File, bool) {
+	path := filepath.Join(dir, name)
+	if !isDescriptorOrMonolithic(path) {
+		return File{}, false
+	}
+	f := File{Path: rel, Kind: KindDisk}
+	if fi, err := os.Stat(path); err == nil {
+		f.Size = fi.Size()
+	}
+	d, err := vmdk.Open(path, nil)
+	if err != nil {
+		// A chain that does not open may still be one link we can read.
+		if d2, err2 := vmdk.Open(path, &vmdk.OpenOptions{AllowCIDMismatch: true}); err2 == nil {
+			d, err = d2, nil
+		} else {
+			return errFile(f, err), true
+		}
+	}
+	defer d.Close()
+	l := d.Links()[0]
+	for _, e := range l.Extents {
+		if e.Path != "" && filepath.Clean(e.Path) != filepath.Clean(path) {
+			f.Extents = append(f.Extents, filepath.Base(e.Path))
+		}
+	}
+	if l.ParentCID != vmdk.NoParentCID {
+		f.Parent = l.Descriptor.ParentFileNameHint
+	}
+	defer func() {
+		if f.Parent != "" && f.Status != Error {
+			f.Why += "; snapshot delta of " + f.Parent
+		}
+	}()
+	chainPlain := true
+	for _, x := range d.Links() {
+		chainPlain = chainPlain && x.EncryptionKeys == ""
+	}
+	if l.EncryptionKeys != "" {
+		if f.Keys, err = keyRefs(l.EncryptionKeys); err != nil {
+			return errFile(f, err), true
+		}
+		f.Status = Encrypted
+		f.Why = "encryptionKeys present, opened by " + describe(f.Keys)
+		if flt := l.Descriptor.IOFilters(); !containsFold(flt, "vmwarevmcrypt") {
+			f.Why += " (but ddb.iofilters lacks vmwarevmcrypt)"
+		}
+		// The raw bytes must not show structure: a disk whose descriptor
+		// says encrypted but whose data is plain is exposed.
+		sigs, err := Detect(l, l.Size())
+		if err == nil {
+			sigs = strong(sigs)
+		}
+		if err == nil && len(sigs) > 0 {
+			f.Signatures = sigs
+			f.Status = Exposed
+			f.Why = "descriptor says encrypted but the data holds " + sigNames(sigs) + " in clear"
+		}
+		return f, true
+	}
+	// A plain link: probe the chain when the whole chain is plain, else
+	// this link alone.
+	var r io.ReaderAt = d
+	if !chainPlain {
+		r = l
+	}
+	sigs, err := Detect(r, l.Size())
+	if err != nil {
+		return errFile(f, err), true
+	}
+	f.Signatures = sigs
+	data, err := l.AllocatedBytes()
+	if err != nil {
+		return errFile(f, err), true
+	}
+	switch {
+	case len(sigs) > 0 && allGuestEncrypted(sigs):
+		f.Status, f.Why = Plain, "plain disk, but its content is encrypted inside the guest ("+sigNames(sigs)+")"
+	case len(sigs) > 0:
+		f.Status, f.Why = Exposed, "plain disk: "+sigNames(sigs)+" readable without a key"
+	case data > 0:
+		f.Status, f.Why = Exposed, fmt.Sprintf("plain disk holding %d bytes of data (no known partition table or file system at its start)", data)
+	default:
+		f.Status, f.Why = Plain, "plain disk with no data"
+	}
+	return f, true
+}
+
+// strong keeps the signatures that cannot appear in ciphertext by chance
+// (everything but a bare MBR boot signature, 1 in 65536).
+func strong(s []Signature) []Signature {
+	var out []Signature
+	for _, x := range s {
+		if x.Name != "MBR partition table" && x.Name != "protective MBR" {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func allGuestEncrypted(s []Signature) bool {
+	enc := false
+	for _, x := range s {
+		switch {
+		case x.GuestEncrypted:
+			enc = true
+		case x.Name == "MBR partition table" || x.Name == "protective MBR" || x.Name == "GPT":
+		default:
+			return false
+		}
+	}
+	return enc
+}
+
+func sigNames(s []Signature) string {
+	var n []string
+	for _, x := range s {
+		n = append(n, x.Name)
+	}
+	return strings.Join(n, ", ")
+}
+
+func containsFold(list []string, s string) bool {
+	for _, x := range list {
+		if strings.EqualFold(strings.TrimSpace(x), s) {
+			return true
+		}
+	}
+	return false
+}
+
+// scanExtent reports a .vmdk that is not a disk of its own: an extent of a
+// disk in the folder (reported through that disk), or an orphan extent,
+// probed for signatures as raw data.
+func scanExtent(dir, name, rel string, owned bool, disk File) File {
+	f := File{Path: rel, Kind: KindExtent}
+	fh, err := os.Open(filepath.Join(dir, name))
+	if err != nil {
+		return errFile(f, err)
+	}
+	defer fh.Close()
+	fi, err := fh.Stat()
+	if err != nil {
+		return errFile(f, err)
+	}
+	f.Size = fi.Size()
+	if owned {
+		f.Status, f.Why = disk.Status, "extent of "+disk.Path+" ("+string(disk.Status)+")"
+		if disk.Status == Error {
+			f.Status = Plain
+		}
+		return f
+	}
+	h := make([]byte, 4)
+	fh.ReadAt(h, 0)
+	if string(h) == "KDMV" || string(h) == "COWD" || string(h) == "\xff\xee\xdd\xcc" {
+		f.Status, f.Why = Plain, "extent file without a descriptor in this folder (sparse metadata only examined)"
+		return f
+	}
+	sigs, err := Detect(fh, fi.Size())
+	if err != nil {
+		return errFile(f, err)
+	}
+	f.Signatures = sigs
+	if len(sigs) > 0 && !allGuestEncrypted(sigs) {
+		f.Status, f.Why = Exposed, "extent without a descriptor holding "+sigNames(sigs)+" in clear"
+	} else {
+		f.Status, f.Why = Plain, "extent without a descriptor; no known structure at its start"
+	}
+	return f
+}
+
+// scanDataFile reports a .nvram, .vswp, .vmem, .vmsn, .vmss or other file
+// from its first 4 KiB.
+func scanDataFile(path, rel, kind string) File {
+	f := File{Path: rel, Kind: kind}
+	fh, err := os.Open(path)
+	if err != nil {
+		return errFile(f, err)
+	}
+	defer fh.Close()
+	fi, err := fh.Stat()
+	if err != nil {
+		return errFile(f, err)
+	}
+	f.Size = fi.Size()
+	if kind == KindOther {
+		f.Status, f.Why = Plain, "VM metadata"
+		return f
+	}
+	h := make([]byte, datafile.HeaderSize)
+	n, err := fh.ReadAt(h, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return errFile(f, err)
+	}
+	h = h[:n]
+	if datafile.IsDataFile(h) {
+		hdr, err := datafile.ParseHeader(fh, fi.Size(), rel)
+		if err != nil {
+			return errFile(f, err)
+		}
+		f.Status = Encrypted
+		f.Why = fmt.Sprintf("encrypted data file (version %d, %d bytes), opened by the VM's dataFileKey", hdr.Version, hdr.LogicalSize)
+		return f
+	}
+	if fi.Size() == 0 || allZero(h) && fi.Size() <= int64(len(h)) {
+		f.Status, f.Why = Plain, "empty"
+		return f
+	}
+	f.Status = Exposed
+	switch kind {
+	case KindNVRAM:
+		f.Why = "plain NVRAM: firmware variables (and vTPM state, if any) readable without a key"
+	case KindSwap:
+		f.Why = "plain swap file: guest memory pages readable without a key"
+	case KindMemory:
+		f.Why = "plain memory image: guest RAM readable without a key"
+	case KindSnapshot:
+		f.Why = "plain snapshot state: guest memory and device state readable without a key"
+		if bytes.HasPrefix(h, []byte{0xd2, 0xbe, 0xd2, 0xbe}) {
+			f.Why = "plain snapshot state (d2bed2be): guest memory and device state readable without a key"
+		}
+	}
+	return f
+}
+
+func errFile(f File, err error) File {
+	f.Status, f.Error = Error, err.Error()
+	f.Why = "could not be read: " + err.Error()
+	return f
+}
