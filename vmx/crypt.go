@@ -57,6 +57,24 @@ func (d *Decrypted) Bytes() []byte {
 	return append(b, d.Text...)
 }
 
+// Recovered returns the VMX of the recovered (plain) VM, FORMATS.md §5:
+// the plain header lines and the decrypted settings, without encryption.*,
+// dataFileKey and cryptoState, so that it opens as an ordinary VM. Every
+// other line is kept as written.
+func (d *Decrypted) Recovered() []byte {
+	s := &File{Lines: append([]Line(nil), d.Settings.Lines...)}
+	s.Delete(KeyDataFileKey)
+	s.Delete(KeyCryptoState)
+	for _, k := range []string{KeyKeySafe, KeyBundle, KeyData} {
+		s.Delete(k)
+	}
+	b := d.Header.Bytes()
+	if n := len(d.Header.Lines); n > 0 && d.Header.Lines[n-1].EOL == "" {
+		b = append(b, d.Header.EOL()...)
+	}
+	return append(b, s.Bytes()...)
+}
+
 // Get looks a setting up in the decrypted settings, then in the plain
 // header.
 func (d *Decrypted) Get(key string) (string, bool) {

@@ -87,6 +87,16 @@ func TestWorkstationVector(t *testing.T) {
 	if p0.SettingsRead || p0.Firmware != "" || p0.SecureBoot != nil || !p0.Encrypted {
 		t.Fatalf("posture without key %+v", p0)
 	}
+	// The recovered VMX: no encryption.*, dataFileKey or cryptoState.
+	rec := mustParse(t, d.Recovered())
+	for _, k := range []string{"encryption.keySafe", "encryption.data", "dataFileKey", "cryptoState"} {
+		if _, ok := rec.Get(k); ok {
+			t.Errorf("recovered VMX still has %s", k)
+		}
+	}
+	if v, _ := rec.Get("displayName"); v != "Encrypted VM" || len(rec.Lines) != len(d.Settings.Lines)-2+2 {
+		t.Errorf("recovered VMX: %d lines", len(rec.Lines))
+	}
 	// The decrypted file: plain header lines, then the text as it is.
 	out := d.Bytes()
 	if !bytes.HasPrefix(out, []byte(".encoding = \"UTF-8\"\ndisplayName = \"Encrypted VM\"\nconfig.version")) || !bytes.HasSuffix(out, d.Text) {
