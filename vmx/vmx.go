@@ -67,7 +67,10 @@ func Parse(r io.ReaderAt, size int64) (*File, error) {
 		return nil, fmt.Errorf("VMX file of %d bytes is larger than the %d allowed: %w", size, MaxFileSize, keysafe.ErrUnsupported)
 	}
 	b := make([]byte, size)
-	if _, err := r.ReadAt(b, 0); err != nil && !(err == io.EOF && size == 0) {
+	if n, err := r.ReadAt(b, 0); n != len(b) {
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
 		return nil, fmt.Errorf("reading VMX: %w", err)
 	}
 	return ParseBytes(b)

@@ -351,3 +351,20 @@ nvme0:2.present = "TRUE"
 		}
 	}
 }
+
+func TestParseReaderAt(t *testing.T) {
+	b := readVector(t, "xts-selfgen.vmx")
+	f, err := Parse(bytes.NewReader(b), int64(len(b)))
+	if err != nil || !bytes.Equal(f.Bytes(), b) {
+		t.Fatalf("Parse: %v", err)
+	}
+	if _, err := Parse(bytes.NewReader(b), int64(len(b))+10); err == nil {
+		t.Fatal("short read accepted")
+	}
+	if _, err := Parse(bytes.NewReader(nil), MaxFileSize+1); !errors.Is(err, keysafe.ErrUnsupported) {
+		t.Fatalf("size above the cap: %v", err)
+	}
+	if f, err := Parse(bytes.NewReader(nil), 0); err != nil || len(f.Lines) != 0 {
+		t.Fatalf("empty: %v", err)
+	}
+}
