@@ -76,31 +76,36 @@ func TestAgainstOpenSSL(t *testing.T) {
 		key[i] = byte(r.Uint32())
 	}
 	c, _ := New(key)
-	for _, lba := range []uint64{0, 1<<32 - 2, ^uint64(0) - 3} {
-		const n = 6 // sectors lba..lba+5: crosses 2^32 and wraps at 2^64
-		src := make([]byte, n*SectorSize)
-		for i := range src {
-			src[i] = byte(r.Uint32())
+	// Sectors lba..lba+5 for each start: crossing 2^32 and wrapping at 2^64.
+	const n = 6
+	lbas := []uint64{0, 1<<32 - 2, ^uint64(0) - 3}
+	srcs := make([][]byte, len(lbas))
+	var reqs []opensslReq
+	for i, lba := range lbas {
+		srcs[i] = make([]byte, n*SectorSize)
+		for j := range srcs[i] {
+			srcs[i][j] = byte(r.Uint32())
 		}
-		var reqs []opensslReq
 		for _, enc := range []bool{false, true} {
 			for s := 0; s < n; s++ {
-				reqs = append(reqs, opensslReq{enc, key, lba + uint64(s), src[s*SectorSize : (s+1)*SectorSize]})
+				reqs = append(reqs, opensslReq{enc, key, lba + uint64(s), srcs[i][s*SectorSize : (s+1)*SectorSize]})
 			}
 		}
-		res := opensslXTS(t, reqs)
-		forEachImpl(t, func(t *testing.T, im impl) {
+	}
+	res := opensslXTS(t, reqs)
+	forEachImpl(t, func(t *testing.T, im impl) {
+		for i, lba := range lbas {
 			for k, enc := range []bool{false, true} {
-				got := make([]byte, len(src))
-				c.cryptImpl(im, got, src, lba, enc)
+				got := make([]byte, n*SectorSize)
+				c.cryptImpl(im, got, srcs[i], lba, enc)
 				for s := 0; s < n; s++ {
-					if !bytes.Equal(got[s*SectorSize:(s+1)*SectorSize], res[k*n+s]) {
+					if !bytes.Equal(got[s*SectorSize:(s+1)*SectorSize], res[(2*i+k)*n+s]) {
 						t.Errorf("lba %#x sector %d encrypt=%v: differs from OpenSSL", lba, s, enc)
 					}
 				}
 			}
-		})
-	}
+		}
+	})
 }
 
 // TestEqualHalvesLikeOpenSSL documents the K1 == K2 policy: OpenSSL 3

@@ -7,8 +7,10 @@
 # The IV is the sector number as 16 bytes little-endian (dm-crypt plain64).
 import ctypes, ctypes.util, sys
 
-name = ctypes.util.find_library("crypto") or "libcrypto.so.3"
-lib = ctypes.CDLL(name)
+try:
+    lib = ctypes.CDLL("libcrypto.so.3")  # OpenSSL 3 (find_library is slow)
+except OSError:
+    lib = ctypes.CDLL(ctypes.util.find_library("crypto"))
 vp, cp, ci = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int
 lib.OpenSSL_version.restype = cp
 lib.OpenSSL_version.argtypes = [ci]
