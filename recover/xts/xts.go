@@ -41,7 +41,6 @@ const (
 	// KeySize is the length of an XTS-AES-256 key: K1 (data) || K2 (tweak).
 	KeySize = 64
 
-	blocksPerSector = SectorSize / 16
 	// maxKernelSectors bounds one assembly call (64 KiB, ~15 µs) so that a
 	// huge DecryptSectors call stays preemptible between chunks.
 	maxKernelSectors = 128
