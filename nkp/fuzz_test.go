@@ -19,6 +19,9 @@ func FuzzParse(f *testing.F) {
 	raw, _ := Marshal(k, []byte("pw"), &WriteOptions{Iterations: 1})
 	f.Add(raw)
 	f.Add(buildBackup(1, 1))
+	for _, kind := range layoutKinds {
+		f.Add(layout(f, kind, k, []byte("pw")))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		b, err := ParseBytes(data)
 		if err != nil {

@@ -70,27 +70,10 @@ func Marshal(kdk *KDK, password []byte, opt *WriteOptions) ([]byte, error) {
 
 	// PKCS#8 PrivateKeyInfo { 0, { aes, NULL }, OCTET STRING key }, as Java.
 	pki := privateKeyInfo(kdk.Key)
-	key, err := pbkdf2.Key(sha256.New, string(password), salt, o.Iterations, 32)
+	pbes2, ct, err := pbes2Encrypt(password, pki, salt, iv, o.Iterations)
 	if err != nil {
 		return nil, err
 	}
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, err
-	}
-	n := aes.BlockSize - len(pki)%aes.BlockSize
-	padded := append(pki, make([]byte, n)...)
-	for i := len(pki); i < len(padded); i++ {
-		padded[i] = byte(n)
-	}
-	ct := make([]byte, len(padded))
-	cipher.NewCBCEncrypter(block, iv).CryptBlocks(ct, padded)
-
-	pbes2 := seq(mustOID(oidPBES2),
-		seq(
-			seq(mustOID(oidPBKDF2),
-				seq(octet(salt), integer(o.Iterations), integer(32), seq(mustOID(oidHMACWithSHA256), asn1.NullBytes))),
-			seq(mustOID(oidAES256CBC), octet(iv))))
 	epki := seq(pbes2, octet(ct))
 
 	attrs := [][]byte{
@@ -105,13 +88,43 @@ func Marshal(kdk *KDK, password []byte, opt *WriteOptions) ([]byte, error) {
 		set(attrs...))
 	safeContents := seq(bag)
 	authSafe := seq(seq(mustOID(oidData), explicit0(octet(safeContents))))
+	return pfx(authSafe, password, macSalt, o.Iterations), nil
+}
 
-	macKey := pkcs12KDF(sha256.New, 3, bmpPassword(password), macSalt, o.Iterations, sha256.Size)
+// pfx wraps an AuthenticatedSafe into a PFX with an HMAC-SHA256 MAC.
+func pfx(authSafe, password, macSalt []byte, iterations int) []byte {
+	macKey := pkcs12KDF(sha256.New, 3, bmpPassword(password), macSalt, iterations, sha256.Size)
 	h := hmac.New(sha256.New, macKey)
 	h.Write(authSafe)
-	macData := seq(seq(seq(mustOID(oidSHA256), asn1.NullBytes), octet(h.Sum(nil))), octet(macSalt), integer(o.Iterations))
+	macData := seq(seq(seq(mustOID(oidSHA256), asn1.NullBytes), octet(h.Sum(nil))), octet(macSalt), integer(iterations))
+	return seq(integer(3), seq(mustOID(oidData), explicit0(octet(authSafe))), macData)
+}
 
-	return seq(integer(3), seq(mustOID(oidData), explicit0(octet(authSafe))), macData), nil
+// pbes2Encrypt encrypts plain with PBES2 (PBKDF2-HMAC-SHA256, AES-256-CBC,
+// PKCS#7 padding) as keytool does, returning the AlgorithmIdentifier and
+// the ciphertext.
+func pbes2Encrypt(password, plain, salt, iv []byte, iterations int) (algID, ct []byte, err error) {
+	key, err := pbkdf2.Key(sha256.New, string(password), salt, iterations, 32)
+	if err != nil {
+		return nil, nil, err
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	n := aes.BlockSize - len(plain)%aes.BlockSize
+	padded := append(append([]byte(nil), plain...), make([]byte, n)...)
+	for i := len(plain); i < len(padded); i++ {
+		padded[i] = byte(n)
+	}
+	ct = make([]byte, len(padded))
+	cipher.NewCBCEncrypter(block, iv).CryptBlocks(ct, padded)
+	algID = seq(mustOID(oidPBES2),
+		seq(
+			seq(mustOID(oidPBKDF2),
+				seq(octet(salt), integer(iterations), integer(32), seq(mustOID(oidHMACWithSHA256), asn1.NullBytes))),
+			seq(mustOID(oidAES256CBC), octet(iv))))
+	return algID, ct, nil
 }
 
 // privateKeyInfo is the PKCS#8 encoding of an AES key as JDK 17 writes it.
