@@ -271,7 +271,7 @@ func vmScanFolder(dir string) ([]vmFileInfo, error) {
 				fi.Encrypted = &enc
 			}
 		case ext == ".vmdk":
-			fi.Kind, fi.Encrypted, fi.Note = vmProbeVMDK(p)
+			fi.Kind, fi.Encrypted, fi.Note, _ = vmProbeVMDK(p)
 		}
 		out = append(out, fi)
 	}
@@ -302,36 +302,40 @@ func vmHasDataFileMagic(path string) (bool, error) {
 	return len(b) == 4 && binary.LittleEndian.Uint32(b) == vmDataFileMagic, nil
 }
 
-var vmEncryptionKeysLine = regexp.MustCompile(`(?mi)^[ \t]*encryptionKeys[ \t]*=`)
+var vmEncryptionKeysLine = regexp.MustCompile(`(?mi)^[ \t]*encryptionKeys[ \t]*=[ \t]*"?([^"\r\n]*)"?`)
 
 // vmProbeVMDK is inspect's own minimal disk check: it reads at most the first
 // 64 KiB and looks for a descriptor (a text file, or embedded after a KDMV
-// header) with an encryptionKeys line.
-func vmProbeVMDK(path string) (kind string, encrypted *bool, note string) {
+// header) with an encryptionKeys line, whose value it returns.
+func vmProbeVMDK(path string) (kind string, encrypted *bool, note, keySafe string) {
 	b, err := vmReadHead(path, vmMaxDescriptorProbe)
 	if err != nil {
-		return "disk", nil, err.Error()
+		return "disk", nil, err.Error(), ""
 	}
 	var desc []byte
 	switch {
 	case bytes.HasPrefix(b, []byte("KDMV")) && len(b) >= 44:
-		off := binary.LittleEndian.Uint64(b[28:]) * 512
-		size := binary.LittleEndian.Uint64(b[36:]) * 512
+		off := binary.LittleEndian.Uint64(b[28:])
+		size := binary.LittleEndian.Uint64(b[36:])
 		if off == 0 || size == 0 {
-			return "disk extent", nil, "sparse extent without a descriptor (see the disk's descriptor file)"
+			return "disk extent", nil, "sparse extent without a descriptor (see the disk's descriptor file)", ""
 		}
-		if off >= uint64(len(b)) {
-			return "disk", nil, "descriptor beyond the first 64 KiB"
+		if off >= uint64(len(b))/512 {
+			return "disk", nil, "descriptor beyond the first 64 KiB", ""
 		}
-		end := min(off+size, uint64(len(b)))
-		desc = b[off:end]
+		end := min(off+size, uint64(len(b))/512)
+		desc = b[off*512 : end*512]
 	case bytes.Contains(b, []byte("# Disk DescriptorFile")) || bytes.Contains(b, []byte("createType")):
 		desc = b
 	default:
-		return "disk extent", nil, "extent data (encryption is recorded in the disk's descriptor)"
+		return "disk extent", nil, "extent data (encryption is recorded in the disk's descriptor)", ""
 	}
-	enc := vmEncryptionKeysLine.Match(desc)
-	return "disk", &enc, ""
+	m := vmEncryptionKeysLine.FindSubmatch(desc)
+	enc := m != nil
+	if m != nil {
+		keySafe = string(m[1])
+	}
+	return "disk", &enc, "", keySafe
 }
 
 // printVMInspect writes the readable report.

@@ -135,3 +135,42 @@ func TestKeyProviderVMCLI(t *testing.T) {
 		t.Fatal("no output")
 	}
 }
+
+// unlock also opens the encryptionKeys of the disks the settings name,
+// with the same passphrase (its own salt: MODEL §8).
+func TestUnlockDisks(t *testing.T) {
+	noEnvPassphrase(t)
+	diskSafe := func(pass string) string {
+		k := &keysafe.Key{Cipher: keysafe.CipherXTSAES256, Bytes: make([]byte, 64)}
+		rand.Read(k.Bytes)
+		p, err := keysafe.LockPhrase(k, []byte(pass), keysafe.CipherAES256, 1000, rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return keysafe.NewList(p).String()
+	}
+	for _, c := range []struct {
+		name, encKeys string
+		want          int
+	}{
+		{"disk key opens", diskSafe("password"), 0},
+		{"disk locked by another passphrase", diskSafe("other"), exitWrongKey},
+		{"corrupt encryptionKeys", "vmware:key/list/(pair/(", exitCorrupt},
+		{"plain disk", "", 0},
+	} {
+		in := vmFixture(t, "workstation-encrypted.vmx", nil)
+		desc := "# Disk DescriptorFile\nversion=1\n"
+		if c.encKeys != "" {
+			desc += "encryptionKeys = \"" + c.encKeys + "\"\n"
+		}
+		desc += "createType=\"monolithicFlat\"\nRW 8 FLAT \"Virtual Disk-flat.vmdk\" 0\nddb.iofilters = \"vmwarevmcrypt\"\n"
+		os.WriteFile(filepath.Join(filepath.Dir(in), "Virtual Disk.vmdk"), []byte(desc), 0o644)
+		code, out, e := runCLI(t, "unlock", in, "--passphrase-file", passFile(t, "password"))
+		if code != c.want {
+			t.Errorf("%s: exit %d, want %d: %s %s", c.name, code, c.want, out, e)
+		}
+		if c.want == 0 && c.encKeys != "" && !strings.Contains(out, "XTS-AES-256 key opened by passphrase") {
+			t.Errorf("%s: %s", c.name, out)
+		}
+	}
+}

@@ -2,19 +2,25 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/vmcrypt/vmcrypt/recover/keys"
+	"github.com/vmcrypt/vmcrypt/vmx"
 	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
 )
 
 // The unlock command proves that the supplied keys open a VM: the key
-// safe's MAC and then the MAC of encryption.data. It writes nothing.
+// safe's MAC, then the MAC of encryption.data, then the encryptionKeys of
+// every disk the settings name. It writes nothing.
 
 func init() {
 	register(&cli.Command{
 		Name:      "unlock",
-		Usage:     "prove the keys open a VM (key safe and encryption.data); writes nothing",
+		Usage:     "prove the keys open a VM (key safe, encryption.data, disk keys); writes nothing",
 		ArgsUsage: "VMX|VMFOLDER",
 		Flags:     keyFlags(),
 		Action:    vmUnlockAction,
@@ -45,7 +51,8 @@ func vmUnlockAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	vm, err := vmOpenVMX(path, vf, srcs)
+	res := keys.NewResolver(srcs...)
+	vm, err := vmOpenVMXWith(path, vf, res)
 	if err != nil {
 		return err
 	}
@@ -62,6 +69,43 @@ func vmUnlockAction(c *cli.Context) error {
 		return fmt.Errorf("%s: %w", path, err)
 	} else if dfk != nil {
 		fmt.Fprintf(w, "  dataFileKey:     %s\n", dfk.Cipher)
+	}
+	return vmUnlockDisks(w, filepath.Dir(path), vm.decrypted.Settings, res)
+}
+
+// vmUnlockDisks opens the encryptionKeys of every disk the settings name
+// (the first link of each chain, read from its descriptor), with the same
+// resolver. A missing disk file is reported, not fatal; a disk key that
+// does not open is.
+func vmUnlockDisks(w io.Writer, dir string, settings *vmx.File, res *keys.Resolver) error {
+	for _, d := range vmx.Disks(settings) {
+		p := d.FileName
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(dir, p)
+		}
+		label := fmt.Sprintf("  disk %s:", d.Device)
+		if _, err := os.Stat(p); err != nil {
+			fmt.Fprintf(w, "%-19s%s: not found, not checked\n", label, d.FileName)
+			continue
+		}
+		_, enc, note, ksText := vmProbeVMDK(p)
+		switch {
+		case enc == nil:
+			fmt.Fprintf(w, "%-19s%s: not checked (%s)\n", label, d.FileName, note)
+			continue
+		case !*enc:
+			fmt.Fprintf(w, "%-19s%s: not encrypted\n", label, d.FileName)
+			continue
+		}
+		ks, err := keysafe.Parse(ksText)
+		if err != nil {
+			return fmt.Errorf("%s: encryptionKeys: %w", p, err)
+		}
+		k, op, err := res.Open(ks)
+		if err != nil {
+			return fmt.Errorf("%s: encryptionKeys: %w", p, err)
+		}
+		fmt.Fprintf(w, "%-19s%s: %s key opened by %s (%s)\n", label, d.FileName, k.Cipher, op.Source, op.Locker)
 	}
 	return nil
 }

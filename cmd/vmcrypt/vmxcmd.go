@@ -181,6 +181,12 @@ type vmOpenedVM struct {
 
 // vmOpenVMX unlocks the key safe of vf with srcs and decrypts its settings.
 func vmOpenVMX(path string, vf *vmx.File, srcs []keys.Source) (*vmOpenedVM, error) {
+	return vmOpenVMXWith(path, vf, keys.NewResolver(srcs...))
+}
+
+// vmOpenVMXWith is vmOpenVMX with a given resolver (shared with the disks,
+// so a passphrase is derived once per salt).
+func vmOpenVMXWith(path string, vf *vmx.File, res *keys.Resolver) (*vmOpenedVM, error) {
 	ks, err := vf.KeySafe()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
@@ -188,7 +194,7 @@ func vmOpenVMX(path string, vf *vmx.File, srcs []keys.Source) (*vmOpenedVM, erro
 	if ks == nil {
 		return nil, fmt.Errorf("%s is not encrypted (no %s)", path, vmx.KeyKeySafe)
 	}
-	k, op, err := keys.NewResolver(srcs...).Open(ks)
+	k, op, err := res.Open(ks)
 	if err != nil {
 		return nil, fmt.Errorf("%s: key safe: %w", path, err)
 	}
