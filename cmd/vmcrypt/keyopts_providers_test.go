@@ -28,9 +28,7 @@ func kmsLocker(provider, keyID string, kek []byte) func(*keysafe.Key) (*keysafe.
 // when the entry is missing, exit 3 when the entry holds other bytes, and
 // exit 5 when the KEK file is damaged.
 func TestUnlockWithKEK(t *testing.T) {
-	t.Setenv(envPassphrase, "")
-	os.Unsetenv(envPassphrase)
-	os.Unsetenv(envNKPPassword)
+	nkpClearEnv(t)
 	dir := t.TempDir()
 	const keyID = "a4e7494f-da55-4917-9d90-560c5078866b"
 	kek := make([]byte, 32)
@@ -81,8 +79,7 @@ func TestUnlockWithKEK(t *testing.T) {
 // the password from --nkp-password-file or VMCRYPT_NKP_PASSWORD; the backup
 // of another KDK exits 4 naming the KDK id needed; a wrong password exits 3.
 func TestUnlockWithNKPBackup(t *testing.T) {
-	os.Unsetenv(envPassphrase)
-	os.Unsetenv(envNKPPassword)
+	nkpClearEnv(t)
 	dir := t.TempDir()
 	kdkA, _ := nkp.NewKDK("nkp-a")
 	kdkB, _ := nkp.NewKDK("nkp-b")

@@ -13,6 +13,16 @@ import (
 
 const nkpTestdata = "../../nkp/testdata"
 
+// nkpClearEnv unsets the secret environment variables for one test (they
+// are restored after it).
+func nkpClearEnv(t *testing.T) {
+	t.Helper()
+	for _, v := range []string{envNKPPassword, envPassphrase} {
+		t.Setenv(v, "")
+		os.Unsetenv(v)
+	}
+}
+
 func nkpSecretFile(t *testing.T, dir, content string) string {
 	t.Helper()
 	p := filepath.Join(dir, "pw-"+strings.ReplaceAll(content, "/", "_")+".txt")
@@ -23,8 +33,7 @@ func nkpSecretFile(t *testing.T, dir, content string) string {
 }
 
 func TestNKPCreateInspect(t *testing.T) {
-	t.Setenv(envNKPPassword, "")
-	os.Unsetenv(envNKPPassword)
+	nkpClearEnv(t)
 	dir := t.TempDir()
 	pwf := nkpSecretFile(t, dir, "s3cret")
 	out := filepath.Join(dir, "backup.p12")
@@ -124,7 +133,7 @@ func nkpMustBackup(t *testing.T, path string) *nkp.Backup {
 // TestNKPInspectKeytool: a keytool-made backup, modern and legacy, and a
 // Java one with the empty password.
 func TestNKPInspectKeytool(t *testing.T) {
-	os.Unsetenv(envNKPPassword)
+	nkpClearEnv(t)
 	dir := t.TempDir()
 	pwf := nkpSecretFile(t, dir, "secret123")
 	for _, c := range []struct{ file, id string }{
@@ -146,7 +155,7 @@ func TestNKPInspectKeytool(t *testing.T) {
 // MAC byte with the right password exits 5, and an iteration count above
 // the cap exits 5 at once.
 func TestNKPInspectDamaged(t *testing.T) {
-	os.Unsetenv(envNKPPassword)
+	nkpClearEnv(t)
 	dir := t.TempDir()
 	pwf := nkpSecretFile(t, dir, "secret123")
 	raw, err := os.ReadFile(filepath.Join(nkpTestdata, "keytool-modern.p12"))

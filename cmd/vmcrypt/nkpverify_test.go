@@ -98,7 +98,7 @@ func nkpRunVerify(t *testing.T, args ...string) (int, nkpVerifyOut) {
 }
 
 func TestNKPVerify(t *testing.T) {
-	os.Unsetenv(envNKPPassword)
+	nkpClearEnv(t)
 	dir := t.TempDir()
 	pwf := nkpSecretFile(t, dir, "s3cret")
 	kdkA, _ := nkp.NewKDK("nkp-a")
