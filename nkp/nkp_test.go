@@ -453,16 +453,24 @@ func javaRead(t *testing.T, file, password string) string {
 }
 
 // TestKeytoolWritesVmcryptReads: fresh backups from keytool -genseckey
-// (modern and -J-Dkeystore.pkcs12.legacy) open, with the KDK the JDK reads.
+// (modern, -J-Dkeystore.pkcs12.legacy, and without a MAC) open, with the
+// KDK the JDK reads.
 func TestKeytoolWritesVmcryptReads(t *testing.T) {
 	dir := t.TempDir()
-	for _, legacy := range []bool{false, true} {
+	for _, v := range []struct {
+		jflag, scheme string
+		mac           bool
+	}{
+		{"", "PBES2", true},
+		{"-J-Dkeystore.pkcs12.legacy", "pbeWithSHAAnd3-KeyTripleDES-CBC", true},
+		{"-J-Dkeystore.pkcs12.macAlgorithm=NONE", "PBES2", false},
+	} {
 		id := newTestKDK(t, "").ID.String()
 		f := filepath.Join(dir, id+".p12")
 		args := []string{"-genseckey", "-keyalg", "AES", "-keysize", "256", "-storetype", "PKCS12",
 			"-alias", id, "-keystore", f, "-storepass", "Pa55word!", "-keypass", "Pa55word!"}
-		if legacy {
-			args = append([]string{"-J-Dkeystore.pkcs12.legacy"}, args...)
+		if v.jflag != "" {
+			args = append([]string{v.jflag}, args...)
 		}
 		run(t, "keytool", args...)
 		raw, _ := os.ReadFile(f)
@@ -470,18 +478,19 @@ func TestKeytoolWritesVmcryptReads(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if (b.MAC != nil) != v.mac || b.Containers[0].Bags[0].Encryption.Scheme != v.scheme {
+			t.Fatalf("%s: MAC %+v, scheme %s", v.jflag, b.MAC, b.Containers[0].Bags[0].Encryption.Scheme)
+		}
 		kdks, err := b.Open([]byte("Pa55word!"))
 		if err != nil {
-			t.Fatal(legacy, err)
+			t.Fatal(v.jflag, err)
 		}
 		if got, want := kdks[0].ID.String()+" "+hex.EncodeToString(kdks[0].Key), javaRead(t, f, "Pa55word!"); got != want {
-			t.Fatalf("legacy=%v: vmcrypt %q, JDK %q", legacy, got, want)
+			t.Fatalf("%s: vmcrypt %q, JDK %q", v.jflag, got, want)
 		}
-		if wantScheme := map[bool]string{false: "PBES2", true: "pbeWithSHAAnd3-KeyTripleDES-CBC"}[legacy]; b.Containers[0].Bags[0].Encryption.Scheme != wantScheme {
-			t.Fatalf("legacy=%v: scheme %s", legacy, b.Containers[0].Bags[0].Encryption.Scheme)
-		}
+		// Without a MAC the entry's padding and structure catch a wrong password.
 		if _, err := b.Open([]byte("Pa55word?")); !errors.Is(err, keysafe.ErrWrongKey) {
-			t.Fatalf("wrong password: %v", err)
+			t.Fatalf("%s wrong password: %v", v.jflag, err)
 		}
 	}
 	// An alias that is not a UUID is not a KDK id: unsupported, not a KDK.
