@@ -175,9 +175,6 @@ type pbe struct {
 	iv     []byte
 }
 
-// ReadFile reads and parses a backup file (see Parse).
-func ReadFile(r io.ReaderAt, size int64) (*Backup, error) { return Parse(r, size) }
-
 // Parse reads the structure of a backup of size bytes from r without the
 // password. It fails with ErrCorrupt for damaged structure and
 // ErrUnsupported for files above MaxBackupSize, unknown versions or
