@@ -150,14 +150,15 @@ func DecodeValue(v string) string {
 	return b.String()
 }
 
-// EncodeValue escapes a value for writing: '"', '|', '#' and control bytes
-// become |XX (upper-case hex, as VMware writes |22 and |7C).
+// EncodeValue escapes a value for writing: '"', '|' and control bytes
+// (e.g. a newline, |0A) become |XX in upper-case hex, as VMware writes |22
+// and |7C. '#' stays literal inside quotes (as libvirt's VMX writer does).
 func EncodeValue(v string) string {
 	const hexd = "0123456789ABCDEF"
 	var b strings.Builder
 	for i := 0; i < len(v); i++ {
 		c := v[i]
-		if c == '"' || c == '|' || c == '#' || c < 0x20 || c == 0x7f {
+		if c == '"' || c == '|' || c < 0x20 || c == 0x7f {
 			b.WriteByte('|')
 			b.WriteByte(hexd[c>>4])
 			b.WriteByte(hexd[c&15])

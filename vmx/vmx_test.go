@@ -208,7 +208,7 @@ func TestParseLines(t *testing.T) {
 	}
 	f.Set("a.b", `q"|#`)
 	f.Set("new.key", "n")
-	want := "# comment\r\n\r\nA.B = \"q|22|7C|23\"\r\nodd line\r\nnum = 5\r\nlast = \"v\"\r\nnew.key = \"n\"\r\n"
+	want := "# comment\r\n\r\nA.B = \"q|22|7C#\"\r\nodd line\r\nnum = 5\r\nlast = \"v\"\r\nnew.key = \"n\"\r\n"
 	if string(f.Bytes()) != want {
 		t.Fatalf("got %q", f.Bytes())
 	}
