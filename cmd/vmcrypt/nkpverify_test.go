@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/vmcrypt/vmcrypt/fixtures"
 	"github.com/vmcrypt/vmcrypt/nkp"
 	"github.com/vmcrypt/vmcrypt/vmdk"
 	"github.com/vmcrypt/vmcrypt/vmx"
@@ -168,5 +169,46 @@ func TestNKPVerify(t *testing.T) {
 	}
 	if code, _, _ := runCLI(t, "nkp", "verify", backup); code != exitUsage {
 		t.Fatalf("no VM path: exit %d", code)
+	}
+}
+
+// TestNKPVerifyFixtures runs `nkp verify` over VMs made by the fixture
+// generator (package fixtures: VMX, disk and snapshot delta each locked by
+// an NKP key id): the good one opens all three keys; the other-kdk
+// negative's backup exits 4 naming the KDK in the manifest; the
+// wrong-nkp-password negative exits 3; a KMS-locked VM is not NKP (5).
+func TestNKPVerifyFixtures(t *testing.T) {
+	nkpClearEnv(t)
+	dir := t.TempDir()
+	gen := func(name string, r fixtures.Recipe) *fixtures.Fixture {
+		r.Seed, r.Disk = 7, vmdk.SubformatMonolithicSparse
+		fx, err := fixtures.Generate(filepath.Join(dir, name), r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fx
+	}
+	good := gen("good", fixtures.Recipe{Provider: fixtures.ProviderNKP, Snapshot: true})
+	other := gen("other", fixtures.Recipe{Provider: fixtures.ProviderNKP, Negative: fixtures.NegOtherKDK})
+	wrongPW := gen("wrongpw", fixtures.Recipe{Provider: fixtures.ProviderNKP, Negative: fixtures.NegWrongNKPPassword})
+	kms := gen("kms", fixtures.Recipe{Provider: fixtures.ProviderKMS})
+	sec := func(fx *fixtures.Fixture, rel string) string { return filepath.Join(fx.Dir, rel) }
+	vm := func(fx *fixtures.Fixture) string { return sec(fx, fx.Manifest.VMX) }
+
+	code, out := nkpRunVerify(t, sec(good, good.Manifest.Secrets.NKPBackup), vm(good), "--password-file", sec(good, good.Manifest.Secrets.NKPPasswordFile))
+	if code != exitOK || out.VMs[0].Opened != 3 || out.KDKs[0] != good.Manifest.Keys.KDKID {
+		t.Fatalf("good fixture: exit %d %+v", code, out)
+	}
+	code, out = nkpRunVerify(t, sec(other, other.Manifest.Secrets.NKPBackup), vm(other), "--password-file", sec(other, other.Manifest.Secrets.NKPPasswordFile))
+	if code != other.Manifest.ExitCode || code != exitKeyNotFound || len(out.VMs[0].NeedsKDK) == 0 || out.VMs[0].NeedsKDK[0] != other.Manifest.Keys.KDKID {
+		t.Fatalf("other-kdk fixture: exit %d %+v", code, out)
+	}
+	code, _, _ = runCLI(t, "nkp", "verify", sec(wrongPW, wrongPW.Manifest.Secrets.NKPBackup), vm(wrongPW), "--password-file", sec(wrongPW, wrongPW.Manifest.Secrets.NKPPasswordFile))
+	if code != wrongPW.Manifest.ExitCode || code != exitWrongKey {
+		t.Fatalf("wrong-nkp-password fixture: exit %d", code)
+	}
+	code, out = nkpRunVerify(t, sec(good, good.Manifest.Secrets.NKPBackup), vm(kms), "--password-file", sec(good, good.Manifest.Secrets.NKPPasswordFile))
+	if code != exitCorrupt || out.VMs[0].Status != "unsupported" {
+		t.Fatalf("KMS-locked VM: exit %d %+v", code, out)
 	}
 }
