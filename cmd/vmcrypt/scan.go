@@ -98,6 +98,14 @@ func printScan(w io.Writer, rep *scan.Report) {
 	for _, k := range s.Keys {
 		fmt.Fprintf(w, "  key: %s (%d VMs)\n", k.Key, k.VMs)
 	}
+	for _, k := range rep.KeyMaterial {
+		ids := append(append([]string(nil), k.KDKIDs...), k.KeyIDs...)
+		fmt.Fprintf(w, "  KEY MATERIAL  %s: %s (%s)", k.Path, k.Kind, k.Why)
+		if len(ids) > 0 {
+			fmt.Fprintf(w, "; ids %s", strings.Join(ids, ", "))
+		}
+		fmt.Fprintln(w)
+	}
 	if s.Truncated {
 		fmt.Fprintf(w, "  (stopped after %d files)\n", scan.MaxFiles)
 	}

@@ -139,6 +139,9 @@ type Report struct {
 	Root    string  `json:"root"`
 	VMs     []VM    `json:"vms"`
 	Summary Summary `json:"summary"`
+	// KeyMaterial lists files of the tree that hold keys (NKP backups,
+	// KEK files): stored beside the VMs, they undo the encryption.
+	KeyMaterial []KeyMaterial `json:"keyMaterial,omitempty"`
 }
 
 // Scan walks root (a datastore copy, a VM folder, or one file) without
@@ -161,6 +164,16 @@ func Scan(root string) (*Report, error) {
 				return nil // unreadable folder: skip it, keep scanning
 			}
 			if !d.Type().IsRegular() {
+				return nil
+			}
+			if isSecretCandidate(p) {
+				if n++; n > MaxFiles {
+					rep.Summary.Truncated = true
+					return filepath.SkipAll
+				}
+				if km, ok := scanSecret(p, relTo(root, p)); ok {
+					rep.KeyMaterial = append(rep.KeyMaterial, km)
+				}
 				return nil
 			}
 			if _, ok := kinds[strings.ToLower(filepath.Ext(p))]; !ok {
@@ -189,6 +202,14 @@ func Scan(root string) (*Report, error) {
 	}
 	rep.summarise()
 	return rep, nil
+}
+
+func relTo(root, p string) string {
+	r, err := filepath.Rel(root, p)
+	if err != nil {
+		return p
+	}
+	return filepath.ToSlash(r)
 }
 
 // scanDir reports the VMs of one folder.

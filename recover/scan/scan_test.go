@@ -204,6 +204,14 @@ func TestScanDatastore(t *testing.T) {
 	if f := fileOf(t, vm, "orphan/lost-flat.vmdk"); f.Status != Exposed || sigNames(f.Signatures) != "protective MBR, GPT, NTFS" {
 		t.Errorf("orphan extent: %s %q", f.Status, sigNames(f.Signatures))
 	}
+	// The fixtures' secrets sit in the tree: reported as key material.
+	km := map[string]KeyMaterial{}
+	for _, k := range rep.KeyMaterial {
+		km[k.Path] = k
+	}
+	if len(km) != 2 || km["kms/secrets/kek.json"].KeyIDs[0] != ms["kms"].Keys.KeyID || km["nkp/secrets/backup.p12"].KDKIDs[0] != ms["nkp"].Keys.KDKID {
+		t.Errorf("key material %+v", rep.KeyMaterial)
+	}
 	s := rep.Summary
 	if s.VMs != 7 || s.Encrypted != 3 || s.Exposed != 4 || s.Plain != 0 || s.Files[Error] != 0 {
 		t.Errorf("summary %+v", s)
