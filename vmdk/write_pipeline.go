@@ -52,7 +52,7 @@ type workerState struct {
 // (marker + zlib data, padded to a sector); zeroAsData makes Zero grains
 // stored data (streams of delta disks).
 func (w *diskWriter) pipe(unit int64, sink grainSink, compress, zeroAsData bool) error {
-	inflight := 4 * w.jobs
+	inflight := min(4*w.jobs, max(2, int(maxInflightBytes/unit)))
 	free := make(chan *grainJob, inflight)
 	work := make(chan *grainJob, inflight)
 	order := make(chan *grainJob, inflight)
@@ -228,6 +228,10 @@ func (w *diskWriter) compressGrain(j *grainJob, buf []byte, ws *workerState) err
 	}
 	return nil
 }
+
+// maxInflightBytes bounds the grain buffers in flight (about twice that
+// for streams, whose jobs also hold the compressed grain).
+const maxInflightBytes = 128 << 20
 
 // grainMarkerSize is the `u64 lba, u32 size` prefix of a stream grain.
 const grainMarkerSize = 12
