@@ -12,7 +12,7 @@ import (
 //
 //	0  "COWD" magic
 //	4  u32 version (1)
-//	8  u32 flags (ignored, as qemu does; VMware writes 3)
+//	8  u32 flags (ignored, as qemu ignores them)
 //	12 u32 numSectors   capacity in sectors
 //	16 u32 grainSize    sectors per grain
 //	20 u32 gdOffset     sector of the grain directory
