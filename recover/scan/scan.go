@@ -39,6 +39,9 @@ import (
 	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
 )
 
+// errStop ends a walk early.
+var errStop = errors.New("stop")
+
 // MaxFiles caps the files a scan looks at.
 const MaxFiles = 1_000_000
 
@@ -540,9 +543,20 @@ func scanDisk(dir, name, rel string) (File, bool) {
 		return errFile(f, err), true
 	}
 	f.Signatures = sigs
-	data, err := l.AllocatedBytes()
-	if err != nil {
-		return errFile(f, err), true
+	var data int64
+	if len(sigs) == 0 {
+		// Does the link hold any data? Stop at the first data run: the
+		// grain tables of a large disk are not read further.
+		err := l.WalkAllocated(func(r vmdk.Run) error {
+			if r.State == vmdk.Data {
+				data = r.Len
+				return errStop
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, errStop) {
+			return errFile(f, err), true
+		}
 	}
 	switch {
 	case len(sigs) > 0 && allGuestEncrypted(sigs):
@@ -550,7 +564,7 @@ func scanDisk(dir, name, rel string) (File, bool) {
 	case len(sigs) > 0:
 		f.Status, f.Why = Exposed, "plain disk: "+sigNames(sigs)+" readable without a key"
 	case data > 0:
-		f.Status, f.Why = Exposed, fmt.Sprintf("plain disk holding %d bytes of data (no known partition table or file system at its start)", data)
+		f.Status, f.Why = Exposed, "plain disk holding data (no known partition table or file system at its start)"
 	default:
 		f.Status, f.Why = Plain, "plain disk with no data"
 	}
