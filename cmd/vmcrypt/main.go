@@ -91,7 +91,7 @@ func setUsageHandlers(cmds []*cli.Command) {
 func run(args []string, stdout, stderr io.Writer) int {
 	app := newApp()
 	app.Writer, app.ErrWriter = stdout, stderr
-	err := app.Run(args)
+	err := app.Run(interspersed(app, args))
 	if err != nil {
 		fmt.Fprintf(stderr, "vmcrypt: %v\n", err)
 	}
