@@ -1,6 +1,7 @@
 package recover
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -35,6 +36,10 @@ type CopyOptions struct {
 	// Progress, when set, is called after each chunk with the Data bytes
 	// copied so far and the total; calls are serialised.
 	Progress func(done, total int64)
+	// Compare, when set, is read at every chunk too and must hold the same
+	// bytes as src, else Copy fails with an error wrapping ErrVerify
+	// (verification of a written output; dst may then be nil).
+	Compare io.ReaderAt
 }
 
 func (o *CopyOptions) norm() (jobs int, chunk int64, err error) {
@@ -104,6 +109,13 @@ func Copy(ctx context.Context, dst io.WriterAt, src io.ReaderAt, size int64, run
 	for range nbuf {
 		bufs <- make([]byte, csize)
 	}
+	var cmpBufs chan []byte
+	if opts.Compare != nil {
+		cmpBufs = make(chan []byte, jobs)
+		for range jobs {
+			cmpBufs <- make([]byte, csize)
+		}
+	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 
@@ -134,7 +146,24 @@ func Copy(ctx context.Context, dst io.WriterAt, src io.ReaderAt, size int64, run
 					bufs <- b
 					return
 				}
-				if !allZero(p) {
+				if opts.Compare != nil {
+					cb := <-cmpBufs
+					q := cb[:c.n]
+					err := readFull(opts.Compare, q, c.off)
+					same := err == nil && bytes.Equal(p, q)
+					cmpBufs <- cb
+					if !same {
+						if err == nil {
+							err = fmt.Errorf("bytes differ in %d+%d: %w", c.off, c.n, ErrVerify)
+						} else {
+							err = fmt.Errorf("reading back at %d: %w: %w", c.off, ErrVerify, err)
+						}
+						cancel(err)
+						bufs <- b
+						return
+					}
+				}
+				if dst != nil && !allZero(p) {
 					if _, err := dst.WriteAt(p, c.off); err != nil {
 						cancel(fmt.Errorf("writing at offset %d: %w", c.off, err))
 						bufs <- b

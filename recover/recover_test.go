@@ -1,0 +1,386 @@
+package recover
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/vmcrypt/vmcrypt/fixtures"
+	"github.com/vmcrypt/vmcrypt/recover/keys"
+	"github.com/vmcrypt/vmcrypt/vmdk"
+	"github.com/vmcrypt/vmcrypt/vmx"
+	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
+)
+
+// genFixture makes a fixture VM and the key sources its secrets give.
+func genFixture(t testing.TB, r fixtures.Recipe) (*fixtures.Fixture, []keys.Source) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "fx")
+	fx, err := fixtures.Generate(dir, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fx, fixtureSources(t, fx)
+}
+
+func fixtureSources(t testing.TB, fx *fixtures.Fixture) []keys.Source {
+	t.Helper()
+	m := fx.Manifest
+	var srcs []keys.Source
+	if m.Secrets.PassphraseFile != "" {
+		b, err := os.ReadFile(filepath.Join(fx.Dir, m.Secrets.PassphraseFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		srcs = append(srcs, keys.NewPassphrase(bytes.TrimSuffix(b, []byte("\n"))))
+	}
+	if m.Secrets.KEKFile != "" {
+		k, err := keys.OpenKEKFile(filepath.Join(fx.Dir, m.Secrets.KEKFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		srcs = append(srcs, k)
+	}
+	if m.Secrets.NKPBackup != "" {
+		pw, _ := os.ReadFile(filepath.Join(fx.Dir, m.Secrets.NKPPasswordFile))
+		s, err := keys.OpenNKPBackup(filepath.Join(fx.Dir, m.Secrets.NKPBackup), bytes.TrimSuffix(pw, []byte("\n")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		srcs = append(srcs, s)
+	}
+	return srcs
+}
+
+// snapshotDir returns sha256 of every file under dir (to prove inputs are
+// untouched).
+func snapshotDir(t testing.TB, dir string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		out[p] = fileSum(t, p)
+		return nil
+	})
+	return out
+}
+
+func fileSum(t testing.TB, p string) string {
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	io.Copy(h, f)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func listDir(t testing.TB, dir string) []string {
+	ents, err := os.ReadDir(dir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	var n []string
+	for _, e := range ents {
+		n = append(n, e.Name())
+	}
+	sort.Strings(n)
+	return n
+}
+
+// contentSum reads a disk through the vmdk reader (or a raw file) and
+// returns the sha256 of its virtual content.
+func contentSum(t testing.TB, path string) string {
+	t.Helper()
+	if strings.HasSuffix(path, ".img") {
+		return fileSum(t, path)
+	}
+	d, err := vmdk.Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if d.Encrypted() {
+		t.Fatalf("%s still carries encryption marks", path)
+	}
+	h := sha256.New()
+	io.Copy(h, io.NewSectionReader(d, 0, d.Size()))
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Every key provider and every disk kind recovers to exactly the plaintext.
+func TestRecoverFixtures(t *testing.T) {
+	type tc struct {
+		provider, disk string
+		snapshot       bool
+		format         string
+		flatten        bool
+	}
+	cases := []tc{
+		{fixtures.ProviderPassphrase, vmdk.SubformatMonolithicSparse, false, FormatVMDK, false},
+		{fixtures.ProviderPassphrase, vmdk.SubformatMonolithicFlat, false, FormatRaw, false},
+		{fixtures.ProviderKMS, vmdk.SubformatStreamOptimized, false, FormatVMDK, false},
+		{fixtures.ProviderKMS, vmdk.SubformatTwoGbMaxExtentSparse, false, FormatRaw, false},
+		{fixtures.ProviderNKP, vmdk.SubformatMonolithicSparse, true, FormatVMDK, false},
+		{fixtures.ProviderNKP, vmdk.SubformatTwoGbMaxExtentSparse, true, FormatVMDK, true},
+		{fixtures.ProviderPassphrase, vmdk.SubformatStreamOptimized, true, FormatRaw, false},
+		{fixtures.ProviderKMS, vmdk.SubformatMonolithicFlat, true, FormatVMDK, false},
+	}
+	for i, c := range cases {
+		name := strings.Join([]string{c.provider, c.disk, map[bool]string{true: "snapshot"}[c.snapshot], c.format, map[bool]string{true: "flatten"}[c.flatten]}, "-")
+		t.Run(name, func(t *testing.T) {
+			fx, srcs := genFixture(t, fixtures.Recipe{Provider: c.provider, Disk: c.disk, Snapshot: c.snapshot, Size: 3 << 20, Seed: uint64(100 + i), VTPM: i%2 == 0})
+			vmDir := filepath.Join(fx.Dir, fixtures.VMDir)
+			before := snapshotDir(t, vmDir)
+			out := filepath.Join(t.TempDir(), "out")
+			rep, err := Recover(context.Background(), vmDir, out, &Options{Resolver: keys.NewResolver(srcs...), Format: c.format, Flatten: c.flatten, Jobs: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if after := snapshotDir(t, vmDir); !equalMaps(before, after) {
+				t.Fatal("input files changed")
+			}
+			m := fx.Manifest
+			if len(rep.Disks) != 1 || rep.Disks[0].ContentSHA256 != m.SHA256.Disk {
+				t.Fatalf("report disk sha %+v, want %s", rep.Disks, m.SHA256.Disk)
+			}
+			diskOut := filepath.Join(out, rep.Disks[0].Output)
+			if got := contentSum(t, diskOut); got != m.SHA256.Disk {
+				t.Fatalf("recovered disk sha256 %s, want %s", got, m.SHA256.Disk)
+			}
+			if c.format == FormatVMDK && !c.flatten && c.snapshot {
+				// The chain is kept: the base alone is the base plaintext.
+				if got := contentSum(t, filepath.Join(out, fixtures.DefaultName+".vmdk")); got != m.SHA256.BaseDisk {
+					t.Fatalf("base link sha256 %s, want %s", got, m.SHA256.BaseDisk)
+				}
+			}
+			if got := fileSum(t, filepath.Join(out, fixtures.DefaultName+".nvram")); got != m.SHA256.NVRAM {
+				t.Fatal("nvram differs")
+			}
+			if got := fileSum(t, filepath.Join(out, fixtures.DefaultName+".vswp")); got != m.SHA256.VSWP {
+				t.Fatal("vswp differs")
+			}
+			// The VMX: plain, no encryption lines, the settings kept.
+			vb, err := os.ReadFile(filepath.Join(out, fixtures.DefaultName+".vmx"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err := vmx.ParseBytes(vb)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range []string{"encryption.keySafe", "encryption.data", "dataFileKey", "cryptoState"} {
+				if _, ok := f.Get(k); ok {
+					t.Fatalf("recovered VMX still has %s", k)
+				}
+			}
+			if !bytes.Contains(vb, []byte("displayName")) || (c.format == FormatVMDK && len(vmx.Disks(f)) != 1) ||
+				!bytes.Contains(vb, []byte(rep.Disks[0].Output)) {
+				t.Fatalf("recovered VMX lost its settings:\n%s", vb)
+			}
+			// Written descriptors carry no encryption marks.
+			for _, n := range listDir(t, out) {
+				b, _ := os.ReadFile(filepath.Join(out, n))
+				if strings.HasSuffix(n, ".vmdk") && (bytes.Contains(b, []byte("encryptionKeys")) || bytes.Contains(b, []byte("vmwarevmcrypt"))) {
+					t.Fatalf("%s still has encryption marks", n)
+				}
+			}
+			// The report lists every output with its real sha256.
+			var r2 Report
+			rb, err := os.ReadFile(filepath.Join(out, ReportName))
+			if err != nil || json.Unmarshal(rb, &r2) != nil {
+				t.Fatalf("report: %v", err)
+			}
+			if len(r2.Outputs) != len(listDir(t, out))-1 {
+				t.Fatalf("report lists %d outputs, folder has %v", len(r2.Outputs), listDir(t, out))
+			}
+			for _, o := range r2.Outputs {
+				if got := fileSum(t, filepath.Join(out, o.File)); got != o.SHA256 {
+					t.Fatalf("report sha256 of %s is %s, file has %s", o.File, o.SHA256, got)
+				}
+			}
+			if r2.KeySafe.Source == "" || len(r2.Notes) == 0 {
+				t.Fatalf("report lacks key source or modelled-format notes: %+v", r2)
+			}
+			// A second run refuses existing outputs, and writes nothing.
+			before2 := snapshotDir(t, out)
+			if _, err := Recover(context.Background(), vmDir, out, &Options{Resolver: keys.NewResolver(srcs...), Format: c.format, Flatten: c.flatten}); !errors.Is(err, os.ErrExist) {
+				t.Fatalf("second run: %v, want ErrExist", err)
+			}
+			if !equalMaps(before2, snapshotDir(t, out)) {
+				t.Fatal("refused run changed the output folder")
+			}
+		})
+	}
+}
+
+func equalMaps(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// Negative fixtures: each fails with its sentinel and writes nothing.
+func TestRecoverNegatives(t *testing.T) {
+	cases := []struct {
+		recipe fixtures.Recipe
+		want   error
+	}{
+		{fixtures.Recipe{Provider: fixtures.ProviderPassphrase, Negative: fixtures.NegWrongPassphrase}, keysafe.ErrWrongKey},
+		{fixtures.Recipe{Provider: fixtures.ProviderPassphrase, Negative: fixtures.NegFlipKeySafeMAC}, keysafe.ErrWrongKey},
+		{fixtures.Recipe{Provider: fixtures.ProviderKMS, Negative: fixtures.NegOtherKEK}, keysafe.ErrKeyNotFound},
+		{fixtures.Recipe{Provider: fixtures.ProviderNKP, Negative: fixtures.NegOtherKDK}, keysafe.ErrKeyNotFound},
+		{fixtures.Recipe{Provider: fixtures.ProviderKMS, Disk: vmdk.SubformatStreamOptimized, Negative: fixtures.NegFlipGrain}, vmdk.ErrCorrupt},
+		{fixtures.Recipe{Provider: fixtures.ProviderPassphrase, Negative: fixtures.NegTruncateDisk}, vmdk.ErrCorrupt},
+	}
+	for i, c := range cases {
+		t.Run(c.recipe.Provider+"-"+c.recipe.Negative, func(t *testing.T) {
+			c.recipe.Seed = uint64(200 + i)
+			c.recipe.Size = 2 << 20
+			fx, srcs := genFixture(t, c.recipe)
+			vmDir := filepath.Join(fx.Dir, fixtures.VMDir)
+			before := snapshotDir(t, vmDir)
+			out := filepath.Join(t.TempDir(), "out")
+			os.Mkdir(out, 0o755)
+			_, err := Recover(context.Background(), vmDir, out, &Options{Resolver: keys.NewResolver(srcs...)})
+			if !errors.Is(err, c.want) {
+				t.Fatalf("err %v, want %v", err, c.want)
+			}
+			if n := listDir(t, out); len(n) != 0 {
+				t.Fatalf("output folder holds %v", n)
+			}
+			if !equalMaps(before, snapshotDir(t, vmDir)) {
+				t.Fatal("input files changed")
+			}
+			var kn *keysafe.KeyNotFoundError
+			if errors.Is(c.want, keysafe.ErrKeyNotFound) && (!errors.As(err, &kn) || kn.Provider == "" || kn.KeyID == "") {
+				t.Fatalf("missing key error does not name provider and key id: %v", err)
+			}
+		})
+	}
+}
+
+// A flipped data-file MAC is corruption; IgnoreMAC recovers.
+func TestRecoverDataFileMAC(t *testing.T) {
+	fx, srcs := genFixture(t, fixtures.Recipe{Provider: fixtures.ProviderPassphrase, Seed: 300})
+	vmDir := filepath.Join(fx.Dir, fixtures.VMDir)
+	nv := filepath.Join(vmDir, fixtures.DefaultName+".nvram")
+	b, _ := os.ReadFile(nv)
+	b[len(b)-1] ^= 1 // last MAC byte of the last page
+	os.WriteFile(nv, b, 0o644)
+	out := filepath.Join(t.TempDir(), "out")
+	_, err := Recover(context.Background(), vmDir, out, &Options{Resolver: keys.NewResolver(srcs...)})
+	if !errors.Is(err, keysafe.ErrCorrupt) || !strings.Contains(err.Error(), "--ignore-mac") {
+		t.Fatalf("err %v", err)
+	}
+	if n := listDir(t, out); len(n) != 0 {
+		t.Fatalf("output folder holds %v", n)
+	}
+	rep, err := Recover(context.Background(), vmDir, out, &Options{Resolver: keys.NewResolver(srcs...), IgnoreMAC: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fileSum(t, filepath.Join(out, fixtures.DefaultName+".nvram")) != fx.Manifest.SHA256.NVRAM {
+		t.Fatal("nvram differs")
+	}
+	found := false
+	for _, n := range rep.Notes {
+		found = found || n == NoteMACSkip
+	}
+	if !found {
+		t.Fatal("report does not say the MAC was skipped")
+	}
+}
+
+// Cancelling half-way (from the progress callback) leaves no output file.
+func TestRecoverCancel(t *testing.T) {
+	for _, format := range []string{FormatRaw, FormatVMDK} {
+		fx, srcs := genFixture(t, fixtures.Recipe{Provider: fixtures.ProviderPassphrase, Size: 8 << 20, Seed: 400})
+		vmDir := filepath.Join(fx.Dir, fixtures.VMDir)
+		out := filepath.Join(t.TempDir(), "out")
+		ctx, cancel := context.WithCancel(context.Background())
+		var seen bool
+		_, err := Recover(ctx, vmDir, out, &Options{Resolver: keys.NewResolver(srcs...), Format: format, Jobs: 2,
+			Progress: func(p Progress) {
+				if p.Total > 0 && p.Done > p.Total/4 && strings.HasSuffix(p.File, filepathExt(format)) {
+					seen = true
+					cancel()
+				}
+			}})
+		if !errors.Is(err, context.Canceled) || !seen {
+			t.Fatalf("%s: err %v (cancel seen %v), want context.Canceled", format, err, seen)
+		}
+		if n := listDir(t, out); len(n) != 0 {
+			t.Fatalf("%s: output folder holds %v", format, n)
+		}
+	}
+}
+
+func filepathExt(format string) string {
+	if format == FormatRaw {
+		return ".img"
+	}
+	return ".vmdk"
+}
+
+// A snapshot chain flattens to what qemu-img convert -O raw gives for the
+// same chain written plain.
+func TestFlattenMatchesQemu(t *testing.T) {
+	qemu, err := exec.LookPath("qemu-img")
+	if err != nil {
+		t.Fatal("qemu-img is needed (make peers)")
+	}
+	fx, srcs := genFixture(t, fixtures.Recipe{Provider: fixtures.ProviderNKP, Snapshot: true, Size: 4 << 20, Seed: 500})
+	vmDir := filepath.Join(fx.Dir, fixtures.VMDir)
+	// The same chain, plain: recover keeping the chain (plain VMDKs).
+	chainOut := filepath.Join(t.TempDir(), "chain")
+	rep, err := Recover(context.Background(), vmDir, chainOut, &Options{Resolver: keys.NewResolver(srcs...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	qraw := filepath.Join(t.TempDir(), "q.raw")
+	if out, err := exec.Command(qemu, "convert", "-O", "raw", filepath.Join(chainOut, rep.Disks[0].Output), qraw).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img: %v\n%s", err, out)
+	}
+	flatOut := filepath.Join(t.TempDir(), "flat")
+	rep2, err := Recover(context.Background(), vmDir, flatOut, &Options{Resolver: keys.NewResolver(srcs...), Format: FormatRaw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := fileSum(t, qraw), fileSum(t, filepath.Join(flatOut, rep2.Disks[0].Output))
+	if a != b || a != fx.Manifest.SHA256.Disk {
+		t.Fatalf("qemu %s, flatten %s, plaintext %s", a, b, fx.Manifest.SHA256.Disk)
+	}
+	// And the flattened VMDK too.
+	flatV := filepath.Join(t.TempDir(), "flatv")
+	rep3, err := Recover(context.Background(), vmDir, flatV, &Options{Resolver: keys.NewResolver(srcs...), Flatten: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	qraw2 := filepath.Join(t.TempDir(), "q2.raw")
+	if out, err := exec.Command(qemu, "convert", "-O", "raw", filepath.Join(flatV, rep3.Disks[0].Output), qraw2).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img: %v\n%s", err, out)
+	}
+	if fileSum(t, qraw2) != a {
+		t.Fatal("flattened VMDK differs from qemu's view of the chain")
+	}
+}
