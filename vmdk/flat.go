@@ -6,7 +6,9 @@ import (
 )
 
 // flatExtent is a FLAT (hosted) or VMFS (ESXi) extent: the virtual bytes
-// stored as they are, from a byte offset of a plain file.
+// stored as they are, from a byte offset of a plain file. Holes of the
+// file (where the system reports them) map as Zero runs: they read as
+// zeros, and a flat extent is always a base disk.
 type flatExtent struct {
 	f    io.ReaderAt
 	name string
@@ -29,6 +31,18 @@ func (e *flatExtent) close() error { return nil }
 func (e *flatExtent) mapAt(off int64) (State, int64, error) {
 	if off < 0 || off >= e.n {
 		return 0, 0, fmt.Errorf("vmdk: %s: map offset %d outside 0..%d", e.name, off, e.n)
+	}
+	pos := e.base + off
+	dataAt, holeAt, ok := fileHoles(e.f, pos)
+	switch {
+	case !ok:
+		return Data, e.n - off, nil
+	case dataAt < 0: // only a hole from here to the end of the file
+		return Zero, e.n - off, nil
+	case dataAt > pos: // a hole up to dataAt
+		return Zero, min(dataAt-pos, e.n-off), nil
+	case holeAt > pos:
+		return Data, min(holeAt-pos, e.n-off), nil
 	}
 	return Data, e.n - off, nil
 }
