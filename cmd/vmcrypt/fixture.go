@@ -80,6 +80,7 @@ func fixtureAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	defer fx.Close()
 	m := fx.Manifest
 	w := c.App.Writer
 	if c.Bool("json") {
