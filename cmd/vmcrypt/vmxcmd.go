@@ -196,7 +196,7 @@ func vmOpenVMXWith(path string, vf *vmx.File, res *keys.Resolver) (*vmOpenedVM, 
 	}
 	k, op, err := res.Open(ks)
 	if err != nil {
-		return nil, fmt.Errorf("%s: key safe: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	d, err := vmx.Decrypt(vf, k)
 	if err != nil {

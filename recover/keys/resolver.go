@@ -131,7 +131,7 @@ func (r *Resolver) Open(l *keysafe.Locator) (*keysafe.Key, Opened, error) {
 					return k, Opened{Source: s.Name(), Locker: p.Locker.Describe(), Pair: i}, nil
 				}
 				if errors.Is(err, keysafe.ErrWrongKey) {
-					wrong = fmt.Errorf("%s does not open the key safe: %w", s.Name(), err)
+					wrong = fmt.Errorf("the %s does not open the key safe (%w)", s.Name(), err)
 					continue
 				}
 				return nil, Opened{}, err
@@ -159,7 +159,7 @@ func (r *Resolver) Open(l *keysafe.Locator) (*keysafe.Key, Opened, error) {
 					return k, Opened{Source: s.Name(), Locker: p.Locker.Describe(), Pair: i}, nil
 				}
 				if errors.Is(err, keysafe.ErrWrongKey) {
-					wrong = fmt.Errorf("the key %s/%s from %s does not open the key safe: %w", prov, kid, s.Name(), err)
+					wrong = fmt.Errorf("the key %s/%s from %s does not open the key safe (%w)", prov, kid, s.Name(), err)
 					continue
 				}
 				return nil, Opened{}, err

@@ -145,12 +145,12 @@ func open(p *Pair, encKey, macKey []byte) (*Key, error) {
 	// key, not corruption (the MAC covers the plaintext, so nothing can
 	// tell them apart before decrypting).
 	if !ok {
-		return nil, fmt.Errorf("key safe does not open (padding): %w", ErrWrongKey)
+		return nil, fmt.Errorf("bad padding after decryption: %w", ErrWrongKey)
 	}
 	m := hmac.New(newMAC, macKey)
 	m.Write(dict)
 	if !hmac.Equal(m.Sum(nil)[:macLen], tag) {
-		return nil, fmt.Errorf("key safe does not open (MAC mismatch): %w", ErrWrongKey)
+		return nil, fmt.Errorf("MAC mismatch: %w", ErrWrongKey)
 	}
 	k, err := ParseKeyDict(string(dict))
 	if err != nil {
