@@ -275,7 +275,11 @@ func vmxCheckOutput(c *cli.Context, in string) (string, error) {
 }
 
 func vmxDecrypt(c *cli.Context) error {
-	in, err := vmOneArg(c, "VMX")
+	arg, err := vmOneArg(c, "VMX")
+	if err != nil {
+		return err
+	}
+	in, err := vmLocateVMX(arg)
 	if err != nil {
 		return err
 	}
@@ -365,7 +369,11 @@ func vmxEncrypt(c *cli.Context) error {
 }
 
 func vmxHash(c *cli.Context) error {
-	in, err := vmOneArg(c, "VMX")
+	arg, err := vmOneArg(c, "VMX")
+	if err != nil {
+		return err
+	}
+	in, err := vmLocateVMX(arg)
 	if err != nil {
 		return err
 	}
