@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+
+	"github.com/vmcrypt/vmcrypt/recover"
+	"github.com/vmcrypt/vmcrypt/recover/keys"
+	"github.com/vmcrypt/vmcrypt/vmdk"
+)
+
+// The recover command: an encrypted VM folder and its keys in, a plain VM
+// out (VMX, disks, nvram, swap, snapshot files, recover-report.json).
+
+func init() {
+	register(&cli.Command{
+		Name:      "recover",
+		Usage:     "write a plain copy of an encrypted VM: VMX, every disk, nvram, swap, snapshot files, and recover-report.json",
+		ArgsUsage: "VMPATH -o OUTDIR",
+		Description: "VMPATH is the .vmx file or its folder. Nothing is written until every key has opened;\n" +
+			"outputs are staged in OUTDIR and renamed into place only when complete and verified.\n" +
+			"Inputs are opened read-only. Ctrl-C leaves no partial file.",
+		Flags: append([]cli.Flag{
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the plain VM into `OUTDIR` (created if needed)"},
+			&cli.StringFlag{Name: "format", Value: recover.FormatVMDK, Usage: "`FORMAT` of disks: vmdk (plain VMDKs) or raw (one sparse .img per disk)"},
+			&cli.BoolFlag{Name: "flatten", Usage: "write one image per disk instead of keeping the snapshot chain"},
+			&cli.IntFlag{Name: "jobs", Usage: "`N` parallel workers per disk (default: all cores)"},
+			&cli.BoolFlag{Name: "force", Usage: "replace existing outputs"},
+			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bars, no summary"},
+			&cli.BoolFlag{Name: "progress", Usage: "draw progress bars on stderr even when it is not a terminal"},
+			&cli.BoolFlag{Name: "ignore-mac", Usage: "do not check the page MACs of data files (their MAC is a modelled format)"},
+			&cli.BoolFlag{Name: "allow-unsafe-paths", Usage: "follow disk extent paths and parent hints that are absolute or contain \"..\""},
+			&cli.BoolFlag{Name: "allow-cid-mismatch", Usage: "read a chain whose parentCID differs from the parent's CID"},
+		}, keyFlags()...),
+		Action: recoverAction,
+	})
+}
+
+func recoverAction(c *cli.Context) error {
+	pos, err := vmdkArgs(c)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("recover takes one VMPATH (got %d arguments)", len(pos))
+	}
+	out := c.String("output")
+	if out == "" {
+		return usagef("recover needs -o OUTDIR")
+	}
+	format := c.String("format")
+	if format != recover.FormatVMDK && format != recover.FormatRaw {
+		return usagef("--format %q: want vmdk or raw", format)
+	}
+	jobs := c.Int("jobs")
+	if jobs < 0 || jobs > recover.MaxJobs {
+		return usagef("--jobs %d: want 0 (all cores) to %d", jobs, recover.MaxJobs)
+	}
+	srcs, err := keySources(c, true)
+	if err != nil {
+		return err
+	}
+	opts := &recover.Options{
+		Resolver:  keys.NewResolver(srcs...),
+		Format:    format,
+		Flatten:   c.Bool("flatten"),
+		Jobs:      jobs,
+		Force:     c.Bool("force"),
+		IgnoreMAC: c.Bool("ignore-mac"),
+		VMDK:      &vmdk.OpenOptions{AllowUnsafePaths: c.Bool("allow-unsafe-paths"), AllowCIDMismatch: c.Bool("allow-cid-mismatch")},
+	}
+	bars := newRecoverBars(c)
+	if bars != nil {
+		opts.Progress = bars.update
+	}
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := recoverRun(ctx, pos[0], out, opts)
+	if bars != nil {
+		bars.finish()
+	}
+	if err != nil {
+		switch {
+		case errors.Is(err, os.ErrExist):
+			return usagef("%v", err)
+		case errors.Is(err, context.Canceled):
+			return fmt.Errorf("interrupted: no output was written (%v)", err)
+		}
+		return err
+	}
+	if !c.Bool("quiet") {
+		w := c.App.Writer
+		fmt.Fprintf(w, "recovered %s into %s (%.1fs)\n", rep.VMX, rep.OutDir, rep.Seconds)
+		fmt.Fprintf(w, "key safe opened by %s (%s)\n", rep.KeySafe.Source, rep.KeySafe.Locker)
+		for _, o := range rep.Outputs {
+			fmt.Fprintf(w, "  %s  %s\n", o.SHA256, o.File)
+		}
+		for _, n := range rep.Notes {
+			fmt.Fprintf(w, "note: %s\n", n)
+		}
+		for _, wn := range rep.Warnings {
+			fmt.Fprintf(w, "warning: %s\n", wn)
+		}
+		fmt.Fprintf(w, "report: %s\n", filepath.Join(rep.OutDir, recover.ReportName))
+	}
+	return nil
+}
+
+// recoverRun is recover.Recover; tests replace it to cancel half-way.
+var recoverRun = recover.Recover
+
+// recoverBars draws one progress bar per output and phase on stderr.
+type recoverBars struct {
+	w    *os.File
+	mu   sync.Mutex
+	cur  *progressbar.ProgressBar
+	key  string
+	last int64
+}
+
+// newRecoverBars returns nil unless bars are wanted: stderr is a terminal
+// or --progress is set, and --quiet is not.
+func newRecoverBars(c *cli.Context) *recoverBars {
+	if c.Bool("quiet") {
+		return nil
+	}
+	f, ok := c.App.ErrWriter.(*os.File)
+	if !ok {
+		return nil
+	}
+	if !c.Bool("progress") && !term.IsTerminal(int(f.Fd())) {
+		return nil
+	}
+	return &recoverBars{w: f}
+}
+
+func (b *recoverBars) update(p recover.Progress) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	key := p.Phase + " " + p.File
+	if key != b.key {
+		if b.cur != nil {
+			b.cur.Finish()
+			fmt.Fprintln(b.w)
+		}
+		b.key, b.last = key, 0
+		b.cur = progressbar.NewOptions64(max(p.Total, 1), progressbar.OptionSetWriter(b.w), progressbar.OptionShowBytes(true),
+			progressbar.OptionSetDescription(key), progressbar.OptionThrottle(100_000_000), progressbar.OptionSetWidth(30))
+	}
+	if p.Done > b.last {
+		b.cur.Add64(p.Done - b.last)
+		b.last = p.Done
+	}
+}
+
+func (b *recoverBars) finish() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cur != nil {
+		b.cur.Finish()
+		fmt.Fprintln(b.w)
+	}
+}
