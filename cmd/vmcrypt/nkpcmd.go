@@ -56,57 +56,6 @@ func init() {
 	})
 }
 
-// nkpArgs applies the command's flags that follow positional
-// arguments (urfave/cli v2 stops parsing flags at the first positional, so
-// `nkp inspect BACKUP --json` would otherwise see "--json" as an argument)
-// and returns the positional arguments. "--" ends the flags.
-func nkpArgs(c *cli.Context) ([]string, error) {
-	args := c.Args().Slice()
-	var pos []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "--" {
-			pos = append(pos, args[i+1:]...)
-			break
-		}
-		if !strings.HasPrefix(a, "-") || a == "-" {
-			pos = append(pos, a)
-			continue
-		}
-		name := strings.TrimLeft(a, "-")
-		val, hasVal := "", false
-		if j := strings.IndexByte(name, '='); j >= 0 {
-			name, val, hasVal = name[:j], name[j+1:], true
-		}
-		var flag cli.Flag
-		for _, f := range c.Command.Flags {
-			for _, n := range f.Names() {
-				if n == name {
-					flag = f
-				}
-			}
-		}
-		if flag == nil {
-			return nil, usagef("flag provided but not defined: %s", a)
-		}
-		if _, isBool := flag.(*cli.BoolFlag); isBool {
-			if !hasVal {
-				val = "true"
-			}
-		} else if !hasVal {
-			if i+1 >= len(args) {
-				return nil, usagef("flag needs an argument: %s", a)
-			}
-			i++
-			val = args[i]
-		}
-		if err := c.Set(name, val); err != nil {
-			return nil, usagef("invalid value %q for flag %s: %v", val, a, err)
-		}
-	}
-	return pos, nil
-}
-
 // nkpReadBackup parses a backup file without the password.
 func nkpReadBackup(path string) (*nkp.Backup, int64, error) {
 	f, err := os.Open(path)
@@ -149,10 +98,7 @@ type nkpKDKInfo struct {
 }
 
 func nkpInspect(c *cli.Context) error {
-	args, err := nkpArgs(c)
-	if err != nil {
-		return err
-	}
+	args := c.Args().Slice()
 	if len(args) != 1 {
 		return usagef("nkp inspect needs one BACKUP")
 	}
@@ -267,10 +213,7 @@ func nkpPrintInspect(w io.Writer, r *nkpInspectReport) error {
 // re-reads and checks it, then links it into place (refusing to replace an
 // existing file without --force).
 func nkpCreate(c *cli.Context) error {
-	args, err := nkpArgs(c)
-	if err != nil {
-		return err
-	}
+	args := c.Args().Slice()
 	if len(args) != 1 {
 		return usagef("nkp create needs one OUT.p12")
 	}

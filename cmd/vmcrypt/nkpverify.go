@@ -96,10 +96,7 @@ func (r *nkpVerifyRow) fail(err error) {
 }
 
 func nkpVerify(c *cli.Context) error {
-	args, err := nkpArgs(c)
-	if err != nil {
-		return err
-	}
+	args := c.Args().Slice()
 	if len(args) < 2 {
 		return usagef("nkp verify needs a BACKUP and at least one VMPATH (a VM folder or .vmx)")
 	}

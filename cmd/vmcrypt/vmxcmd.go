@@ -59,62 +59,10 @@ func init() {
 	})
 }
 
-// vmArgs returns the positional arguments of a command, applying the
-// flags that follow them (urfave/cli stops parsing flags at the first
-// positional argument, and the documented usage is "vmx decrypt VMX -o
-// OUT"). "--" ends the flags.
-func vmArgs(c *cli.Context) ([]string, error) {
-	var pos []string
-	args := c.Args().Slice()
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "--" {
-			pos = append(pos, args[i+1:]...)
-			break
-		}
-		if len(a) < 2 || a[0] != '-' {
-			pos = append(pos, a)
-			continue
-		}
-		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		fl := vmFindFlag(c.Command.Flags, name)
-		if fl == nil {
-			return nil, usagef("flag provided but not defined: -%s", name)
-		}
-		if _, isBool := fl.(*cli.BoolFlag); isBool && !hasVal {
-			val = "true"
-		} else if !hasVal {
-			if i+1 >= len(args) {
-				return nil, usagef("flag needs an argument: -%s", name)
-			}
-			i++
-			val = args[i]
-		}
-		if err := c.Set(fl.Names()[0], val); err != nil {
-			return nil, usagef("invalid value %q for flag -%s: %v", val, name, err)
-		}
-	}
-	return pos, nil
-}
-
-func vmFindFlag(flags []cli.Flag, name string) cli.Flag {
-	for _, f := range flags {
-		for _, n := range f.Names() {
-			if n == name {
-				return f
-			}
-		}
-	}
-	return nil
-}
-
 // vmOneArg returns the single positional argument of a command (flags may
 // follow it).
 func vmOneArg(c *cli.Context, what string) (string, error) {
-	pos, err := vmArgs(c)
-	if err != nil {
-		return "", err
-	}
+	pos := c.Args().Slice()
 	if len(pos) != 1 {
 		return "", usagef("%s takes one %s (got %d arguments)", c.Command.FullName(), what, len(pos))
 	}
