@@ -32,7 +32,7 @@ echo "sha256 of the plaintext disk (from fixture.json): $WANT"
 
 heading "Scan the folder: every file is encrypted"
 run "$VMCRYPT" scan fx/vm | tee scan.txt || fail "vmcrypt scan failed"
-grep -q '1 VMs (1 encrypted, 0 exposed, 0 plain)' scan.txt || fail "scan did not call the VM encrypted"
+grep -q '1 VM (1 encrypted, 0 exposed, 0 plain)' scan.txt || fail "scan did not call the VM encrypted"
 ok "scan: 1 VM, encrypted"
 
 heading "Without the key, nothing can be read"

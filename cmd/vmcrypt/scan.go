@@ -56,7 +56,7 @@ func scanAction(c *cli.Context) error {
 
 func printScan(w io.Writer, rep *scan.Report) {
 	s := rep.Summary
-	fmt.Fprintf(w, "scan of %s: %d VMs (%d encrypted, %d exposed, %d plain)\n", rep.Root, s.VMs, s.Encrypted, s.Exposed, s.Plain)
+	fmt.Fprintf(w, "scan of %s: %s (%d encrypted, %d exposed, %d plain)\n", rep.Root, scanPlural(s.VMs, "VM"), s.Encrypted, s.Exposed, s.Plain)
 	for _, vm := range rep.VMs {
 		fmt.Fprintln(w)
 		title := vm.VMX
@@ -96,7 +96,7 @@ func printScan(w io.Writer, rep *scan.Report) {
 	fmt.Fprintf(w, "  files: %d encrypted, %d exposed, %d plain, %d unreadable\n",
 		s.Files[scan.Encrypted], s.Files[scan.Exposed], s.Files[scan.Plain], s.Files[scan.Error])
 	for _, k := range s.Keys {
-		fmt.Fprintf(w, "  key: %s (%d VMs)\n", k.Key, k.VMs)
+		fmt.Fprintf(w, "  key: %s (%s)\n", k.Key, scanPlural(k.VMs, "VM"))
 	}
 	for _, k := range rep.KeyMaterial {
 		ids := append(append([]string(nil), k.KDKIDs...), k.KeyIDs...)
@@ -120,4 +120,11 @@ func keyList(ks []scan.KeyRef) string {
 		s = append(s, k.String())
 	}
 	return strings.Join(s, "; ")
+}
+
+func scanPlural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"flag"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -38,5 +40,29 @@ func TestScanCommand(t *testing.T) {
 	}
 	if code, _, _ := runCLI(t, "scan", filepath.Join(root, "missing")); code != exitFailure {
 		t.Errorf("scan of a missing DIR: exit %d", code)
+	}
+}
+
+var updateScanGolden = flag.Bool("update-scan-golden", false, "rewrite testdata/scan-fixtures.golden")
+
+// TestScanGolden: the text report of scanning the checked-in fixtures
+// (23 VMs, key material beside them) is stable.
+func TestScanGolden(t *testing.T) {
+	code, stdout, stderr := runCLI(t, "scan", filepath.Join("..", "..", "fixtures", "testdata"))
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	golden := filepath.Join("testdata", "scan-fixtures.golden")
+	if *updateScanGolden {
+		if err := os.WriteFile(golden, []byte(stdout), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stdout != string(want) {
+		t.Fatalf("scan output differs from %s (run with -update-scan-golden after checking it):\n%s", golden, stdout)
 	}
 }
