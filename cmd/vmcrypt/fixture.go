@@ -43,10 +43,7 @@ func init() {
 }
 
 func fixtureAction(c *cli.Context) error {
-	args, err := fxLateFlags(c)
-	if err != nil {
-		return err
-	}
+	args := c.Args().Slice() // flags after OUTDIR: main's interspersed moved them
 	if len(args) != 1 {
 		return usagef("fixture: want one OUTDIR, got %d arguments", len(args))
 	}
@@ -118,50 +115,4 @@ func fixtureAction(c *cli.Context) error {
 	fmt.Fprintf(w, "  recipe:   %s\n", filepath.Join(out, fixtures.ManifestName))
 	fmt.Fprintf(c.App.ErrWriter, "note: seeded keys, for tests and demos only\n")
 	return nil
-}
-
-// fxLateFlags applies flags written after the positional arguments
-// ("vmcrypt fixture OUT --provider kms"), which urfave/cli leaves in
-// c.Args(), and returns the positional arguments. "--" ends the flags.
-func fxLateFlags(c *cli.Context) ([]string, error) {
-	isBool := map[string]bool{}
-	known := map[string]bool{}
-	for _, f := range c.Command.Flags {
-		_, b := f.(*cli.BoolFlag)
-		for _, n := range f.Names() {
-			known[n], isBool[n] = true, b
-		}
-	}
-	var pos []string
-	args := c.Args().Slice()
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "--" {
-			pos = append(pos, args[i+1:]...)
-			break
-		}
-		if len(a) < 2 || a[0] != '-' {
-			pos = append(pos, a)
-			continue
-		}
-		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		if !known[name] {
-			return nil, usagef("%s: flag provided but not defined: %s", c.Command.Name, a)
-		}
-		if !hasVal {
-			if isBool[name] {
-				val = "true"
-			} else {
-				if i+1 >= len(args) {
-					return nil, usagef("%s: flag needs an argument: %s", c.Command.Name, a)
-				}
-				i++
-				val = args[i]
-			}
-		}
-		if err := c.Set(name, val); err != nil {
-			return nil, usagef("%s: invalid value %q for flag %s: %v", c.Command.Name, val, a, err)
-		}
-	}
-	return pos, nil
 }

@@ -30,10 +30,7 @@ func init() {
 }
 
 func scanAction(c *cli.Context) error {
-	args, err := fxLateFlags(c)
-	if err != nil {
-		return err
-	}
+	args := c.Args().Slice()
 	if len(args) != 1 {
 		return usagef("scan: want one DIR, got %d arguments", len(args))
 	}
