@@ -58,6 +58,11 @@ type OpenOptions struct {
 	AllowCIDMismatch bool
 	// MaxChain caps the number of links (0: DefaultMaxChain).
 	MaxChain int
+	// ScanTruncatedStreams reads a streamOptimized file whose footer is
+	// missing or damaged (a truncated download) by scanning its grain
+	// markers; what was cut off reads as zeros, and a warning says where
+	// the scan stopped. Without it such a file is ErrCorrupt.
+	ScanTruncatedStreams bool
 }
 
 // DefaultMaxChain is the default cap on chain length (VMware allows 32
@@ -91,6 +96,8 @@ type Link struct {
 	starts []int64 // virtual start of each extent
 	files  []*os.File
 	cache  *gtCache
+
+	scanStreams bool // OpenOptions.ScanTruncatedStreams
 
 	mu       sync.Mutex
 	warnings []string
@@ -394,7 +401,7 @@ func (l *Link) close() error {
 
 // openLink opens one descriptor or monolithic file and its extents.
 func openLink(path string, level int, opts *OpenOptions) (l *Link, err error) {
-	l = &Link{Path: path, Level: level, cache: &gtCache{}}
+	l = &Link{Path: path, Level: level, cache: &gtCache{}, scanStreams: opts.ScanTruncatedStreams}
 	defer func() {
 		if err != nil {
 			l.close()
@@ -463,7 +470,7 @@ func (l *Link) openMonolithic(f io.ReaderAt, size int64) error {
 	if err != nil {
 		return err
 	}
-	ext, err := openSparse(f, size, l.Path, -1, l.cache, 0, l.warn)
+	ext, err := openSparse(f, size, l.Path, -1, l.cache, 0, l.warn, l.scanStreams)
 	if err != nil {
 		return err
 	}
@@ -583,7 +590,7 @@ func (l *Link) openDescriptorFile(f *os.File, size int64, opts *OpenOptions) err
 				info.Format = "flat"
 			case ExtentSparse:
 				var se *sparseExtent
-				se, err = openSparse(ef, esize, p, n, l.cache, uint32(i), l.warn)
+				se, err = openSparse(ef, esize, p, n, l.cache, uint32(i), l.warn, l.scanStreams)
 				if err == nil {
 					ext, info.Format, info.GrainSize = se, se.format(), se.grain
 				}

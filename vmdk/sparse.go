@@ -138,7 +138,12 @@ type sparseExtent struct {
 	id    uint32 // key of this extent in cache
 	warn  func(string)
 
-	small grainCache // inflated grains for reads of part of a grain
+	small      grainCache // inflated grains for reads of part of a grain
+	warnedGTE1 atomic.Bool
+
+	// a stream without its footer, mapped by scanning (scanStream)
+	mem              map[int64][]uint32 // grain tables by GD index
+	scanned, scanEnd int64              // grains found, byte offset where the scan stopped
 }
 
 func (s *sparseExtent) size() int64  { return s.virt }
@@ -174,7 +179,7 @@ func (c *gtCache) put(s *gtSlot) {
 // openSparse opens a KDMV extent. virt is the extent's size from the
 // descriptor in bytes (-1: take the header's capacity). warn receives
 // recoverable findings (damaged primary structures, unclean shutdown).
-func openSparse(f io.ReaderAt, fileSize int64, name string, virt int64, cache *gtCache, id uint32, warn func(string)) (*sparseExtent, error) {
+func openSparse(f io.ReaderAt, fileSize int64, name string, virt int64, cache *gtCache, id uint32, warn func(string), scan bool) (*sparseExtent, error) {
 	if fileSize < sparseHeaderLen {
 		return nil, corruptf(name, 0, "sparse header", "file is %d bytes, shorter than the header", fileSize)
 	}
@@ -187,9 +192,13 @@ func openSparse(f io.ReaderAt, fileSize int64, name string, virt int64, cache *g
 		return nil, err
 	}
 	footer := h.GDOffset == gdAtEnd
+	var footerErr error
 	if footer {
-		if h, err = readFooter(f, fileSize, name, h); err != nil {
-			return nil, err
+		var fh sparseHeader
+		if fh, footerErr = readFooter(f, fileSize, name, h); footerErr == nil {
+			h = fh
+		} else if !scan || h.Flags&flagMarkers == 0 || h.Flags&flagCompressed == 0 {
+			return nil, footerErr
 		}
 	}
 	s := &sparseExtent{
@@ -216,6 +225,13 @@ func openSparse(f io.ReaderAt, fileSize int64, name string, virt int64, cache *g
 	n := h.gdEntries()
 	if n > maxGDEntries || n*4 > fileSize {
 		return nil, corruptf(name, 12, "sparse header capacity", "%d sectors need %d grain-directory entries, more than the %d-byte file can hold", h.Capacity, n, fileSize)
+	}
+	if footerErr != nil {
+		if err := s.scanStream(n); err != nil {
+			return nil, err
+		}
+		warn(fmt.Sprintf("%s: %v; the grain map was rebuilt by scanning the stream: %d grains up to offset %d. Grains written after that point are missing and read as zeros", name, footerErr, s.scanned, s.scanEnd))
+		return s, nil
 	}
 	gd, gdErr := s.readGD(int64(h.GDOffset), n, "grain directory")
 	var rgd []uint32
@@ -292,6 +308,9 @@ func (s *sparseExtent) grainLen(gi int64) int64 { return min(s.grain, s.capBytes
 // checking and caching it. A damaged primary table falls back to the
 // redundant one; both damaged is a *DamagedGDError.
 func (s *sparseExtent) table(gdi int64) ([]uint32, error) {
+	if s.mem != nil {
+		return s.mem[gdi], nil
+	}
 	key := gtKey(s.id, gdi)
 	if p, ok := s.cache.get(key); ok {
 		return p.ent, nil
@@ -343,6 +362,9 @@ func (s *sparseExtent) readGT(gdi int64, sect uint32) ([]uint32, error) {
 		gi := gdi*s.gtes + int64(i)
 		if gi*s.grain >= s.capBytes {
 			break // past the capacity: ignored
+		}
+		if e == 1 && s.hdr.Flags&flagZeroedGTE == 0 && !s.warnedGTE1.Swap(true) {
+			s.warn(fmt.Sprintf("%s: grain table %d holds the zeroed-grain value 1 though header flag bit 2 is clear; read as zeros (qemu would read sector 1)", s.name, gdi))
 		}
 		if e > 1 {
 			need := s.grainLen(gi)

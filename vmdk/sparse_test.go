@@ -391,3 +391,87 @@ func TestConcurrentReadAt(t *testing.T) {
 		d.Close()
 	}
 }
+
+// TestTruncatedStream: a GD_AT_END stream cut short is ErrCorrupt, and with
+// ScanTruncatedStreams its grains are found by scanning the markers.
+func TestTruncatedStream(t *testing.T) {
+	full := bunzip(t, filepath.Join(samplesDir, "qemu-iotests/iotest-version3.vmdk.bz2"), t.TempDir())
+	b := mustRead(t, full)
+	fd, err := Open(full, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fullAlloc, err := fd.Links()[0].AllocatedBytes()
+	fd.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// iotest 059: for i in 0..99 the sector at i*655360+i*512 holds 0x30+i%10
+	check := func(d *Disk, upto int) {
+		t.Helper()
+		buf := make([]byte, 512)
+		for i := int64(0); i < 100; i++ {
+			if _, err := d.ReadAt(buf, i*655360+i*512); err != nil {
+				t.Fatal(err)
+			}
+			want := byte(0x30 + i%10)
+			if int(i) >= upto {
+				want = 0
+			}
+			if buf[0] != want || buf[511] != want {
+				t.Fatalf("sector %d: %x, want %x", i, buf[0], want)
+			}
+		}
+	}
+	for _, c := range []struct {
+		name  string
+		cut   int // bytes kept
+		grain int // grains expected intact
+	}{
+		{"footer lost", len(b) - 1536, 100},
+		{"half the grains", 0, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cut := c.cut
+			upto := c.grain
+			if cut == 0 {
+				// keep the grains of the first 50 patterns: find the 51st grain marker
+				cut, upto = grainMarkerOffset(t, b, 50), 50
+			}
+			p := filepath.Join(t.TempDir(), "cut.vmdk")
+			if err := os.WriteFile(p, b[:cut], 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := Open(p, nil); !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("Open = %v, want ErrCorrupt", err)
+			}
+			d, err := Open(p, &OpenOptions{ScanTruncatedStreams: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			if !hasWarning(d, "rebuilt by scanning") {
+				t.Fatalf("warnings %q", d.Warnings())
+			}
+			check(d, upto)
+			n, err := d.Links()[0].AllocatedBytes()
+			if err != nil || (upto == 100) != (n == fullAlloc) || n > fullAlloc {
+				t.Fatalf("allocated %d bytes (%v), the whole file %d", n, err, fullAlloc)
+			}
+		})
+	}
+}
+
+// grainMarkerOffset returns the file offset of the grain marker whose
+// data is the k-th pattern sector of iotest 059 (lba k*1281 rounded down
+// to its grain).
+func grainMarkerOffset(t *testing.T, b []byte, k int64) int {
+	want := uint64(k*655360+k*512) / 512 / 128 * 128
+	for pos := 512; pos+12 <= len(b); pos += 512 {
+		if binary.LittleEndian.Uint64(b[pos:]) == want && binary.LittleEndian.Uint32(b[pos+8:]) != 0 {
+			return pos
+		}
+	}
+	t.Fatalf("no grain marker for lba %d", want)
+	return 0
+}

@@ -187,6 +187,8 @@ func (s *sparseExtent) readCompressed(gi int64, sect uint32, dst []byte, in int6
 // format names the kind and layout of a sparse extent, for Link summaries.
 func (s *sparseExtent) format() string {
 	switch {
+	case s.mem != nil:
+		return "streamOptimized (footer missing: map rebuilt by scanning)"
 	case s.compressed && s.footer:
 		return "streamOptimized (GD at end, footer)"
 	case s.compressed && s.markers:
@@ -195,4 +197,62 @@ func (s *sparseExtent) format() string {
 		return "streamOptimized (GD up front, no markers)"
 	}
 	return fmt.Sprintf("hosted sparse v%d", s.hdr.Version)
+}
+
+// maxScanGrains caps the grains a stream scan records (64 TiB of 64 KiB
+// grains); the tables it builds use 4 bytes per grain of the capacity at
+// most, and never more than the file holds grains.
+const maxScanGrains = 1 << 30
+
+// scanStream rebuilds the grain map of a stream whose footer is missing or
+// damaged (a truncated download or copy) by walking the markers from the
+// end of the header and descriptor: grain markers are recorded, metadata
+// markers skipped, and the walk stops at the end-of-stream marker, at the
+// end of the file, or at the first thing that is not a marker.
+func (s *sparseExtent) scanStream(gdN int64) error {
+	s.gd = make([]uint32, gdN)
+	s.mem = map[int64][]uint32{}
+	numGrains := (s.capBytes + s.grain - 1) / s.grain
+	pos := int64(s.hdr.OverHead) * SectorSize
+	if pos < SectorSize {
+		pos = SectorSize
+	}
+	if d := int64(s.hdr.DescriptorOffset+s.hdr.DescriptorSize) * SectorSize; pos < d {
+		pos = d
+	}
+	var m [16]byte
+	le := binary.LittleEndian
+	for pos+int64(len(m)) <= s.fileSize && s.scanned < maxScanGrains {
+		if err := readFull(s.f, m[:], pos); err != nil {
+			return corruptf(s.name, pos, "stream marker", "cannot read: %v", err)
+		}
+		val, size, typ := le.Uint64(m[0:]), int64(le.Uint32(m[8:])), le.Uint32(m[12:])
+		if size != 0 { // a grain: lba, size, data
+			next := pos + (grainMarkerLen+size+SectorSize-1)/SectorSize*SectorSize
+			if val%uint64(s.grainSect) != 0 || int64(val/uint64(s.grainSect)) >= numGrains || size > maxCompressedGrain || pos+grainMarkerLen+size > s.fileSize {
+				break // garbage, or a grain cut by the truncation
+			}
+			gi := int64(val / uint64(s.grainSect))
+			gdi := gi / s.gtes
+			t := s.mem[gdi]
+			if t == nil {
+				t = make([]uint32, s.gtes)
+				s.mem[gdi] = t
+				s.gd[gdi] = 1 // marks "has a table" for mapAt
+			}
+			t[gi%s.gtes] = uint32(pos / SectorSize)
+			s.scanned++
+			pos = next
+			continue
+		}
+		if typ == markerEOS {
+			break
+		}
+		if typ != markerGT && typ != markerGD && typ != markerFooter || val > uint64(s.fileSize/SectorSize) {
+			break
+		}
+		pos += (1 + int64(val)) * SectorSize
+	}
+	s.scanEnd = pos
+	return nil
 }

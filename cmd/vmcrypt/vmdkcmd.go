@@ -22,6 +22,7 @@ func init() {
 	openFlags := []cli.Flag{
 		&cli.BoolFlag{Name: "allow-unsafe-paths", Usage: "follow extent paths and parent hints that are absolute or contain \"..\""},
 		&cli.BoolFlag{Name: "allow-cid-mismatch", Usage: "read a chain whose parentCID differs from the parent's CID"},
+		&cli.BoolFlag{Name: "scan-truncated-stream", Usage: "read a streamOptimized disk without its footer by scanning its grains (what was cut off reads as zeros)"},
 	}
 	register(&cli.Command{
 		Name:  "vmdk",
@@ -103,8 +104,9 @@ func vmdkOpen(c *cli.Context) (*vmdk.Disk, error) {
 		return nil, usagef("%s takes one DISK (got %d arguments)", c.Command.FullName(), len(pos))
 	}
 	return vmdk.Open(pos[0], &vmdk.OpenOptions{
-		AllowUnsafePaths: c.Bool("allow-unsafe-paths"),
-		AllowCIDMismatch: c.Bool("allow-cid-mismatch"),
+		AllowUnsafePaths:     c.Bool("allow-unsafe-paths"),
+		AllowCIDMismatch:     c.Bool("allow-cid-mismatch"),
+		ScanTruncatedStreams: c.Bool("scan-truncated-stream"),
 	})
 }
 
