@@ -139,10 +139,12 @@ func TestRecoverFixtures(t *testing.T) {
 		{fixtures.ProviderPassphrase, vmdk.SubformatStreamOptimized, true, FormatRaw, false},
 		{fixtures.ProviderKMS, vmdk.SubformatMonolithicFlat, true, FormatVMDK, false},
 	}
+	partial := len(cases) // the next case: Workstation partial encryption (plain disk)
+	cases = append(cases, tc{fixtures.ProviderPassphrase, vmdk.SubformatMonolithicSparse, false, FormatVMDK, false})
 	for i, c := range cases {
 		name := strings.Join([]string{c.provider, c.disk, map[bool]string{true: "snapshot"}[c.snapshot], c.format, map[bool]string{true: "flatten"}[c.flatten]}, "-")
 		t.Run(name, func(t *testing.T) {
-			fx, srcs := genFixture(t, fixtures.Recipe{Provider: c.provider, Disk: c.disk, Snapshot: c.snapshot, Size: 3 << 20, Seed: uint64(100 + i), VTPM: i%2 == 0})
+			fx, srcs := genFixture(t, fixtures.Recipe{Provider: c.provider, Disk: c.disk, Snapshot: c.snapshot, Size: 3 << 20, Seed: uint64(100 + i), VTPM: i%2 == 0, Partial: i == partial})
 			vmDir := filepath.Join(fx.Dir, fixtures.VMDir)
 			before := snapshotDir(t, vmDir)
 			out := filepath.Join(t.TempDir(), "out")
@@ -170,8 +172,12 @@ func TestRecoverFixtures(t *testing.T) {
 			if got := fileSum(t, filepath.Join(out, fixtures.DefaultName+".nvram")); got != m.SHA256.NVRAM {
 				t.Fatal("nvram differs")
 			}
-			if got := fileSum(t, filepath.Join(out, fixtures.DefaultName+".vswp")); got != m.SHA256.VSWP {
-				t.Fatal("vswp differs")
+			if i != partial {
+				if got := fileSum(t, filepath.Join(out, fixtures.DefaultName+".vswp")); got != m.SHA256.VSWP {
+					t.Fatal("vswp differs")
+				}
+			} else if rep.Disks[0].Links[0].Encrypted {
+				t.Fatal("partial encryption: the plain disk is reported encrypted")
 			}
 			// The VMX: plain, no encryption lines, the settings kept.
 			vb, err := os.ReadFile(filepath.Join(out, fixtures.DefaultName+".vmx"))
@@ -351,14 +357,24 @@ func TestFlattenMatchesQemu(t *testing.T) {
 	}
 	fx, srcs := genFixture(t, fixtures.Recipe{Provider: fixtures.ProviderNKP, Snapshot: true, Size: 4 << 20, Seed: 500})
 	vmDir := filepath.Join(fx.Dir, fixtures.VMDir)
-	// The same chain, plain: recover keeping the chain (plain VMDKs).
-	chainOut := filepath.Join(t.TempDir(), "chain")
-	rep, err := Recover(context.Background(), vmDir, chainOut, &Options{Resolver: keys.NewResolver(srcs...)})
-	if err != nil {
+	// The same chain written plain, straight from the fixture's plaintexts.
+	chainDir := t.TempDir()
+	toRuns := func(a [][2]int64) []vmdk.Run {
+		var r []vmdk.Run
+		for _, x := range a {
+			r = append(r, vmdk.Run{Off: x[0], Len: x[1], State: vmdk.Data})
+		}
+		return r
+	}
+	if err := vmdk.Write(filepath.Join(chainDir, "base.vmdk"), fx.Base, fx.Base.Size(), toRuns(fx.Base.Allocated()), &vmdk.WriteOptions{CID: 7}); err != nil {
+		t.Fatal(err)
+	}
+	if err := vmdk.Write(filepath.Join(chainDir, "top.vmdk"), fx.Disk, fx.Disk.Size(), toRuns(fx.Delta.Allocated()),
+		&vmdk.WriteOptions{CID: 8, Parent: &vmdk.ParentInfo{CID: 7, FileNameHint: "base.vmdk"}}); err != nil {
 		t.Fatal(err)
 	}
 	qraw := filepath.Join(t.TempDir(), "q.raw")
-	if out, err := exec.Command(qemu, "convert", "-O", "raw", filepath.Join(chainOut, rep.Disks[0].Output), qraw).CombinedOutput(); err != nil {
+	if out, err := exec.Command(qemu, "convert", "-O", "raw", filepath.Join(chainDir, "top.vmdk"), qraw).CombinedOutput(); err != nil {
 		t.Fatalf("qemu-img: %v\n%s", err, out)
 	}
 	flatOut := filepath.Join(t.TempDir(), "flat")
@@ -369,6 +385,19 @@ func TestFlattenMatchesQemu(t *testing.T) {
 	a, b := fileSum(t, qraw), fileSum(t, filepath.Join(flatOut, rep2.Disks[0].Output))
 	if a != b || a != fx.Manifest.SHA256.Disk {
 		t.Fatalf("qemu %s, flatten %s, plaintext %s", a, b, fx.Manifest.SHA256.Disk)
+	}
+	// The chain kept as plain VMDKs reads the same in qemu.
+	chainOut := filepath.Join(t.TempDir(), "chain")
+	rep, err := Recover(context.Background(), vmDir, chainOut, &Options{Resolver: keys.NewResolver(srcs...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	qraw1 := filepath.Join(t.TempDir(), "q1.raw")
+	if out, err := exec.Command(qemu, "convert", "-O", "raw", filepath.Join(chainOut, rep.Disks[0].Output), qraw1).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img: %v\n%s", err, out)
+	}
+	if fileSum(t, qraw1) != a {
+		t.Fatal("recovered chain differs from qemu's view of the plain chain")
 	}
 	// And the flattened VMDK too.
 	flatV := filepath.Join(t.TempDir(), "flatv")
