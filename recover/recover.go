@@ -854,3 +854,27 @@ func Recover(ctx context.Context, vmPath, outDir string, opts *Options) (*Report
 	defer p.Close()
 	return p.Run(ctx, outDir)
 }
+
+// NeedsPassphrase reports whether the key safe of the VM at vmPath can be
+// opened by a passphrase (a phrase pair), so that a CLI knows whether to
+// prompt for one when no key was given.
+func NeedsPassphrase(vmPath string) (bool, error) {
+	path, err := FindVMX(vmPath)
+	if err != nil {
+		return false, err
+	}
+	f, err := readVMX(path)
+	if err != nil {
+		return false, err
+	}
+	loc, err := f.KeySafe()
+	if err != nil || loc == nil {
+		return false, err
+	}
+	for _, p := range loc.Pairs() {
+		if p.Locker != nil && p.Locker.Type == keysafe.TypePhrase {
+			return true, nil
+		}
+	}
+	return false, nil
+}

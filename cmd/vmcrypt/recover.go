@@ -66,7 +66,16 @@ func recoverAction(c *cli.Context) error {
 	if jobs < 0 || jobs > recover.MaxJobs {
 		return usagef("--jobs %d: want 0 (all cores) to %d", jobs, recover.MaxJobs)
 	}
-	srcs, err := keySources(c, true)
+	// Prompt for a passphrase only on a terminal and only for a VM a
+	// passphrase opens; with no key at all, planning fails with exit 4
+	// naming the key that is needed.
+	prompt := false
+	if term.IsTerminal(int(os.Stdin.Fd())) {
+		if need, err := recover.NeedsPassphrase(pos[0]); err == nil && need {
+			prompt = true
+		}
+	}
+	srcs, err := keySources(c, prompt)
 	if err != nil {
 		return err
 	}

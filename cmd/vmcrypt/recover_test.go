@@ -192,3 +192,18 @@ func TestRecoverCLIUsage(t *testing.T) {
 		}
 	}
 }
+
+// No key at all (and no terminal): exit 4 naming the key, nothing written.
+func TestRecoverCLINoKey(t *testing.T) {
+	for i, p := range []string{fixtures.ProviderPassphrase, fixtures.ProviderKMS} {
+		fx := recFixture(t, fixtures.Recipe{Provider: p, Seed: uint64(60 + i)})
+		out := filepath.Join(t.TempDir(), "out")
+		code, _, stderr := runCLI(t, "recover", filepath.Join(fx.Dir, fixtures.VMDir), "-o", out)
+		if code != exitKeyNotFound {
+			t.Fatalf("%s: exit %d, want %d: %s", p, code, exitKeyNotFound, stderr)
+		}
+		if _, err := os.Stat(out); err == nil {
+			t.Fatalf("%s: OUTDIR was created", p)
+		}
+	}
+}
