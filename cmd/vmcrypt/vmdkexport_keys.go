@@ -2,10 +2,8 @@ package main
 
 import (
 	"fmt"
-	"os"
 
 	"github.com/urfave/cli/v2"
-	"golang.org/x/term"
 
 	"github.com/vmcrypt/vmcrypt/recover"
 	"github.com/vmcrypt/vmcrypt/recover/keys"
@@ -57,9 +55,9 @@ func vmdkExportKeys(c *cli.Context, plainExport cli.ActionFunc) error {
 		return err
 	}
 	out := c.String("output")
-	// Prompt for a passphrase only on a terminal; with no key at all the
+	// Keys come only from the key options (no prompt): with none, the
 	// plain export refuses the encrypted disk (exit 5, "use recover").
-	srcs, err := keySources(c, term.IsTerminal(int(os.Stdin.Fd())))
+	srcs, err := keySources(c, false)
 	if err != nil {
 		return err
 	}
