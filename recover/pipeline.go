@@ -11,7 +11,6 @@ import (
 	"io"
 	"runtime"
 	"sync"
-	"sync/atomic"
 
 	"github.com/vmcrypt/vmcrypt/vmdk"
 )
@@ -60,20 +59,36 @@ func (o *CopyOptions) norm() (jobs int, chunk int64, err error) {
 // chunk is one unit of work: Data bytes [off, off+n).
 type chunk struct{ off, n int64 }
 
-// chunks splits the Data runs at chunk-size boundaries of the virtual disk.
-func chunks(runs []vmdk.Run, csize int64) []chunk {
-	var out []chunk
-	for _, r := range runs {
-		if r.State != vmdk.Data {
+// cursor hands out the Data runs in chunks split at chunk-size boundaries
+// of the virtual disk, in order, without building the list (a 62 TiB disk
+// is 62 million chunks).
+type cursor struct {
+	runs  []vmdk.Run
+	csize int64
+	ri    int   // current run
+	off   int64 // next offset in runs[ri]
+	n     int64 // chunks handed out
+}
+
+// next returns the next chunk and its index, or ok=false at the end.
+func (c *cursor) next() (ch chunk, idx int64, ok bool) {
+	for c.ri < len(c.runs) {
+		r := c.runs[c.ri]
+		if r.State != vmdk.Data || c.off >= r.Off+r.Len {
+			c.ri++
+			if c.ri < len(c.runs) {
+				c.off = c.runs[c.ri].Off
+			}
 			continue
 		}
-		for off := r.Off; off < r.Off+r.Len; {
-			end := min(r.Off+r.Len, (off/csize+1)*csize)
-			out = append(out, chunk{off, end - off})
-			off = end
-		}
+		c.off = max(c.off, r.Off)
+		end := min(r.Off+r.Len, (c.off/c.csize+1)*c.csize)
+		ch = chunk{c.off, end - c.off}
+		c.off = end
+		c.n++
+		return ch, c.n - 1, true
 	}
-	return out
+	return chunk{}, 0, false
 }
 
 // Copy copies the plaintext of src (size bytes, allocation map runs) into
@@ -83,10 +98,10 @@ func chunks(runs []vmdk.Run, csize int64) []chunk {
 // At the same time it computes, in order, the sha256 of all size bytes as
 // dst then holds them (holes counted as zeros) and returns it.
 //
-// Memory is bounded: 2*Jobs+2 chunk buffers, reused. Ordering: a worker
-// that finishes the lowest unhashed chunk hashes it and every finished chunk
-// after it, so the hash costs no extra goroutine and Jobs=1 does all the
-// work on one.
+// Memory is bounded whatever the disk size: 2*Jobs+2 chunk buffers, reused,
+// and as many slots for finished chunks. Ordering: a worker that finishes
+// the lowest unhashed chunk hashes it and every finished chunk after it, so
+// the hash costs no extra goroutine and Jobs=1 does all the work on one.
 //
 // Cancelling ctx stops the workers after their current chunk and returns
 // ctx.Err().
@@ -99,10 +114,14 @@ func Copy(ctx context.Context, dst io.WriterAt, src io.ReaderAt, size int64, run
 	if err != nil {
 		return sum, err
 	}
-	work := chunks(runs, csize)
 	var total int64
-	for _, c := range work {
-		total += c.n
+	for _, r := range runs {
+		if r.State == vmdk.Data {
+			if r.Off < 0 || r.Len < 0 || r.Off+r.Len > size {
+				return sum, fmt.Errorf("recover: run %d+%d outside the %d-byte disk", r.Off, r.Len, size)
+			}
+			total += r.Len
+		}
 	}
 	nbuf := 2*jobs + 2
 	bufs := make(chan []byte, nbuf)
@@ -120,10 +139,14 @@ func Copy(ctx context.Context, dst io.WriterAt, src io.ReaderAt, size int64, run
 	defer cancel(nil)
 
 	o := &orderer{
-		h: sha256.New(), ready: make([][]byte, len(work)), work: work, bufs: bufs,
+		h: sha256.New(), ring: make([]slot, nbuf), bufs: bufs,
 		size: size, total: total, progress: opts.Progress,
 	}
-	var next atomic.Int64
+	cur := &cursor{runs: runs, csize: csize}
+	if len(runs) > 0 {
+		cur.off = runs[0].Off
+	}
+	var curMu sync.Mutex
 	var wg sync.WaitGroup
 	for range jobs {
 		wg.Go(func() {
@@ -134,12 +157,16 @@ func Copy(ctx context.Context, dst io.WriterAt, src io.ReaderAt, size int64, run
 				case <-ctx.Done():
 					return
 				}
-				i := next.Add(1) - 1
-				if i >= int64(len(work)) || ctx.Err() != nil {
+				// Claim the next chunk while holding a buffer: at most
+				// nbuf chunks are claimed and unhashed, so ring slots
+				// (index mod nbuf) never collide.
+				curMu.Lock()
+				c, i, ok := cur.next()
+				curMu.Unlock()
+				if !ok || ctx.Err() != nil {
 					bufs <- b
 					return
 				}
-				c := work[i]
 				p := b[:c.n]
 				if err := readFull(src, p, c.off); err != nil {
 					cancel(err)
@@ -170,7 +197,7 @@ func Copy(ctx context.Context, dst io.WriterAt, src io.ReaderAt, size int64, run
 						return
 					}
 				}
-				o.done(int(i), p)
+				o.done(i, c, p)
 			}
 		})
 	}
@@ -178,7 +205,7 @@ func Copy(ctx context.Context, dst io.WriterAt, src io.ReaderAt, size int64, run
 	if err := context.Cause(ctx); err != nil {
 		return sum, err
 	}
-	if o.next != len(work) {
+	if o.next != cur.n {
 		return sum, errors.New("recover: internal error: copy ended early")
 	}
 	hashZeros(o.h, size-o.hashed)
@@ -186,15 +213,21 @@ func Copy(ctx context.Context, dst io.WriterAt, src io.ReaderAt, size int64, run
 	return sum, nil
 }
 
+// slot holds one finished, unhashed chunk.
+type slot struct {
+	c     chunk
+	b     []byte
+	ready bool
+}
+
 // orderer hashes finished chunks in order.
 type orderer struct {
 	mu       sync.Mutex
 	h        hash.Hash
-	ready    [][]byte // finished, unhashed chunks by index
-	work     []chunk
-	next     int   // lowest unhashed chunk
-	hashing  bool  // a worker is hashing
-	hashed   int64 // bytes hashed so far (virtual offset)
+	ring     []slot // chunk i lives in ring[i % len(ring)]
+	next     int64  // lowest unhashed chunk
+	hashing  bool   // a worker is hashing
+	hashed   int64  // bytes hashed so far (virtual offset)
 	bufs     chan []byte
 	size     int64
 	total    int64
@@ -202,12 +235,13 @@ type orderer struct {
 	progress func(done, total int64)
 }
 
-// done records chunk i (data p) as finished and, unless another worker is
-// hashing, hashes every finished chunk from o.next on.
-func (o *orderer) done(i int, p []byte) {
+// done records chunk i (c, data p) as finished and, unless another worker
+// is hashing, hashes every finished chunk from o.next on.
+func (o *orderer) done(i int64, c chunk, p []byte) {
+	n := int64(len(o.ring))
 	o.mu.Lock()
-	o.ready[i] = p
-	o.copied += int64(len(p))
+	o.ring[i%n] = slot{c: c, b: p, ready: true}
+	o.copied += c.n
 	if o.progress != nil {
 		o.progress(o.copied, o.total)
 	}
@@ -216,16 +250,15 @@ func (o *orderer) done(i int, p []byte) {
 		return
 	}
 	o.hashing = true
-	for o.next < len(o.ready) && o.ready[o.next] != nil {
-		b := o.ready[o.next]
-		c := o.work[o.next]
-		o.ready[o.next] = nil
+	for o.ring[o.next%n].ready {
+		s := o.ring[o.next%n]
+		o.ring[o.next%n] = slot{}
 		o.next++
 		o.mu.Unlock()
-		hashZeros(o.h, c.off-o.hashed)
-		o.h.Write(b)
-		o.hashed = c.off + c.n
-		o.bufs <- b[:cap(b)]
+		hashZeros(o.h, s.c.off-o.hashed)
+		o.h.Write(s.b)
+		o.hashed = s.c.off + s.c.n
+		o.bufs <- s.b[:cap(s.b)]
 		o.mu.Lock()
 	}
 	o.hashing = false
