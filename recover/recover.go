@@ -729,6 +729,10 @@ func unionRuns(a, b []vmdk.Run) []vmdk.Run {
 	return out
 }
 
+// dataFileChunk is the pipeline chunk for data files: 256 whole pages of
+// plaintext (a multiple of 512 bytes).
+const dataFileChunk = 256 * datafile.DataPerPage
+
 // runFile writes one data file (decrypted) or small plain file (copied).
 func (p *Plan) runFile(ctx context.Context, stage string, pf *plannedFile) (*FileReport, string, error) {
 	fr := &FileReport{File: pf.path, Output: pf.out, Encrypted: pf.encrypted, Size: pf.size, MACChecked: pf.encrypted && !p.opts.IgnoreMAC}
@@ -741,24 +745,36 @@ func (p *Plan) runFile(ctx context.Context, stage string, pf *plannedFile) (*Fil
 	if err != nil {
 		return nil, "", err
 	}
-	out, err := os.OpenFile(filepath.Join(stage, pf.out), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	out, err := os.OpenFile(filepath.Join(stage, pf.out), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return nil, "", err
 	}
 	defer out.Close()
-	h := sha256.New()
 	prog := p.progress(pf.out, "decrypt", pf.size)
-	w := &ctxWriter{ctx: ctx, w: io.MultiWriter(out, h), prog: prog}
+	var sum string
 	if pf.encrypted {
+		// Decrypted by the parallel pipeline over the Reader: chunks of
+		// whole pages, zero pages left as holes, sha256 in order.
 		r, err := datafile.NewReader(in, st.Size(), p.dfKey.Bytes, &datafile.Options{Name: pf.path, IgnoreMAC: p.opts.IgnoreMAC})
 		if err != nil {
 			return nil, "", err
 		}
-		if _, err := r.WriteTo(w); err != nil {
+		if err := out.Truncate(r.Size()); err != nil {
+			return nil, "", err
+		}
+		s, err := Copy(ctx, out, r, r.Size(), []vmdk.Run{{Off: 0, Len: r.Size(), State: vmdk.Data}},
+			&CopyOptions{Jobs: p.opts.Jobs, ChunkSize: dataFileChunk, Progress: func(done, _ int64) { prog(done) }})
+		if err != nil {
+			return nil, "", err
+		}
+		sum = hex.EncodeToString(s[:])
+	} else {
+		h := sha256.New()
+		w := &ctxWriter{ctx: ctx, w: io.MultiWriter(out, h), prog: prog}
+		if _, err := io.Copy(w, in); err != nil {
 			return nil, "", ctxErr(ctx, err)
 		}
-	} else if _, err := io.Copy(w, in); err != nil {
-		return nil, "", ctxErr(ctx, err)
+		sum = hex.EncodeToString(h.Sum(nil))
 	}
 	if err := out.Sync(); err != nil {
 		return nil, "", err
@@ -766,7 +782,7 @@ func (p *Plan) runFile(ctx context.Context, stage string, pf *plannedFile) (*Fil
 	if err := out.Close(); err != nil {
 		return nil, "", err
 	}
-	return fr, hex.EncodeToString(h.Sum(nil)), nil
+	return fr, sum, nil
 }
 
 // ctxReaderAt fails reads once ctx is done, so that a writer that knows no
