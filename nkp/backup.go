@@ -27,6 +27,13 @@ const (
 	// MaxIterations caps every PBKDF2 / PKCS#12 KDF iteration count; larger
 	// counts are refused (ErrUnsupported) before any KDF work.
 	MaxIterations = 10_000_000
+	// MaxTotalIterations caps the KDF iterations of a whole backup: the MAC
+	// plus every encrypted container and key entry (a 3DES entry counts
+	// twice, for its key and IV derivations). Each count is below
+	// MaxIterations, but hundreds of entries at that cap would keep Open
+	// busy for an hour; a larger total is refused (ErrUnsupported) before
+	// any KDF work.
+	MaxTotalIterations = 4 * MaxIterations
 	// MaxContainers caps the ContentInfos of the AuthenticatedSafe.
 	MaxContainers = 64
 	// MaxBags caps the SafeBags of the whole file.
@@ -252,7 +259,45 @@ func ParseBytes(buf []byte) (*Backup, error) {
 	if err := b.parseAuthSafe(); err != nil {
 		return nil, err
 	}
+	if w := b.work(); w > MaxTotalIterations {
+		return nil, unsupportedf("file", "the MAC and encrypted entries ask for %d KDF iterations in total, more than the %d cap", w, MaxTotalIterations)
+	}
 	return b, nil
+}
+
+// work returns the KDF iterations Open spends on what Parse has seen: the
+// MAC, encrypted containers and key entries outside them.
+func (b *Backup) work() int {
+	w := 0
+	if b.mac != nil {
+		w += b.mac.iterations
+	}
+	for _, c := range b.Containers {
+		w += c.pbe.work()
+		w += bagsWork(c.Bags)
+	}
+	return w
+}
+
+// bagsWork returns the KDF iterations needed to open the key entries of bags.
+func bagsWork(bags []Bag) int {
+	w := 0
+	for i := range bags {
+		w += bags[i].pbe.work()
+	}
+	return w
+}
+
+// work returns the KDF iterations of one decryption (0 for nil): PBKDF2
+// once, the PKCS#12 KDF twice (key and IV).
+func (p *pbe) work() int {
+	switch {
+	case p == nil:
+		return 0
+	case p.pbes2:
+		return p.info.Iterations
+	}
+	return 2 * p.info.Iterations
 }
 
 func parseMacData(b []byte) (*macData, []byte, error) {

@@ -299,6 +299,54 @@ func TestIterationCap(t *testing.T) {
 	}
 }
 
+// TestTotalIterationCap: each count under MaxIterations but many entries
+// at it would keep Open busy for an hour; the total is refused as
+// unsupported before any KDF work, in Parse for what it sees and in Open
+// for the key entries of an encrypted container.
+func TestTotalIterationCap(t *testing.T) {
+	salt := make([]byte, 20)
+	shrouded := func(it int) []byte {
+		pbes2 := seq(mustOID(oidPBES2), seq(
+			seq(mustOID(oidPBKDF2), seq(octet(salt), integer(it), integer(32), seq(mustOID(oidHMACWithSHA256), []byte{5, 0}))),
+			seq(mustOID(oidAES256CBC), octet(make([]byte, 16)))))
+		return seq(mustOID(oidShroudedKeyBag), explicit0(seq(pbes2, octet(make([]byte, 64)))),
+			set(seq(mustOID(oidFriendlyName), set(bmpString("ec41612e-cc4c-5386-a3a5-f24b43d97d01")))))
+	}
+	n := MaxTotalIterations/MaxIterations + 1
+	var bags [][]byte
+	for range n {
+		bags = append(bags, shrouded(MaxIterations))
+	}
+	pw := []byte("pw")
+	start := time.Now()
+	authSafe := seq(seq(mustOID(oidData), explicit0(octet(seq(bags...)))))
+	if _, err := ParseBytes(pfx(authSafe, pw, salt, 1)); !errors.Is(err, keysafe.ErrUnsupported) {
+		t.Fatalf("%d entries at the cap: %v, want ErrUnsupported", n, err)
+	}
+	// The same entries inside an encrypted container: only Open sees them.
+	alg, ct, err := pbes2Encrypt(pw, seq(bags...), salt, make([]byte, 16), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ed := seq(integer(0), seq(mustOID(oidData), alg, der(2, 0, false, ct)))
+	authSafe = seq(seq(mustOID(oidEncryptedData), explicit0(ed)))
+	b, err := ParseBytes(pfx(authSafe, pw, salt, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Open(pw); !errors.Is(err, keysafe.ErrUnsupported) {
+		t.Fatalf("encrypted container: %v, want ErrUnsupported", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("refusals took %v: KDF work was done", d)
+	}
+	// Two entries fewer are within the total and parse.
+	authSafe = seq(seq(mustOID(oidData), explicit0(octet(seq(bags[2:]...)))))
+	if _, err := ParseBytes(pfx(authSafe, pw, salt, 1)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestIndefiniteLength: a BER indefinite-length PFX is refused as
 // unsupported, not corrupt and never as a wrong password.
 func TestIndefiniteLength(t *testing.T) {

@@ -98,6 +98,7 @@ func (b *Backup) decryptAll(password, bmp []byte) (kdks []KDK, opened int, err e
 	for _, c := range b.Containers {
 		nbags += len(c.Bags)
 	}
+	work := b.work() // within MaxTotalIterations (checked by Parse)
 	for i, c := range b.Containers {
 		bags := c.Bags
 		if c.Type == "encryptedData" {
@@ -112,6 +113,8 @@ func (b *Backup) decryptAll(password, bmp []byte) (kdks []KDK, opened int, err e
 				if err != nil {
 					// Garbage after a lucky padding check is a wrong password too.
 					err = fmt.Errorf("%w: %w", errDecrypt, err)
+				} else if work += bagsWork(bags); work > MaxTotalIterations {
+					err = unsupportedf(field, "its key entries bring the KDF iterations of the backup to %d, more than the %d cap", work, MaxTotalIterations)
 				}
 			}
 			if err != nil {
