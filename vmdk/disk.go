@@ -410,7 +410,7 @@ func openLink(path string, level int, opts *OpenOptions) (l *Link, err error) {
 	}()
 	f, size, err := openRO(path)
 	if err != nil {
-		return l, err
+		return l, fmt.Errorf("vmdk: %w", err)
 	}
 	l.files = append(l.files, f)
 	var magic [4]byte
@@ -444,12 +444,12 @@ func openLink(path string, level int, opts *OpenOptions) (l *Link, err error) {
 func openRO(path string) (*os.File, int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, 0, fmt.Errorf("vmdk: %w", err)
+		return nil, 0, err
 	}
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, 0, fmt.Errorf("vmdk: %w", err)
+		return nil, 0, err
 	}
 	if !fi.Mode().IsRegular() {
 		f.Close()
@@ -576,12 +576,12 @@ func (l *Link) openDescriptorFile(f *os.File, size int64, opts *OpenOptions) err
 		default:
 			p, err := resolvePath(dir, line.File, opts.AllowUnsafePaths)
 			if err != nil {
-				return fmt.Errorf("%s: extent %d: %w", l.Path, i+1, err)
+				return fmt.Errorf("vmdk: %s: extent %d: %w", l.Path, i+1, err)
 			}
 			info.Path = p
 			ef, esize, err := openRO(p)
 			if err != nil {
-				return fmt.Errorf("vmdk: %s: extent %d: %w", l.Path, i+1, err)
+				return fmt.Errorf("vmdk: %s: extent %d (%s %q): %w", l.Path, i+1, line.Type, line.File, err)
 			}
 			l.files = append(l.files, ef)
 			switch line.Type {

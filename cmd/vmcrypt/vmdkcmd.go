@@ -223,7 +223,11 @@ func vmdkPrintInfo(out io.Writer, r *vmdkInfoReport) error {
 			fmt.Fprintf(w, "  grain size:\t%d bytes\n", l.GrainSize)
 		}
 		fmt.Fprintf(w, "  encryptionKeys:\t%s\n", yesNo(l.EncryptionKeys))
-		fmt.Fprintf(w, "  ddb.iofilters:\t%s\n", strings.Join(append([]string{}, l.IOFilters...), ","))
+		filters := strings.Join(l.IOFilters, ",")
+		if filters == "" {
+			filters = "-"
+		}
+		fmt.Fprintf(w, "  ddb.iofilters:\t%s\n", filters)
 		for i, x := range l.Extents {
 			name := x.File
 			if name == "" {

@@ -210,3 +210,26 @@ func TestVMDKExportVMDKAndCorrupt(t *testing.T) {
 		}
 	}
 }
+
+// TestVMDKInfoGolden pins the text output of vmdk info (set
+// VMCRYPT_UPDATE_GOLDEN=1 to rewrite testdata/vmdk-info-*.golden).
+func TestVMDKInfoGolden(t *testing.T) {
+	for golden, disk := range map[string]string{
+		"vmdk-info-split.golden":  "vmdk-rs/twoGbMaxExtentSparse.vmdk",
+		"vmdk-info-stream.golden": "vmdk-rs/streamOptimizedWithMarkers.vmdk",
+	} {
+		code, out, errOut := runCLI(t, "vmdk", "info", filepath.Join(vmdkSamples, disk))
+		if code != exitOK {
+			t.Fatalf("%s: exit %d %s", disk, code, errOut)
+		}
+		path := filepath.Join("testdata", golden)
+		if os.Getenv("VMCRYPT_UPDATE_GOLDEN") != "" {
+			if err := os.WriteFile(path, []byte(out), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if want := string(mustReadFile(t, path)); out != want {
+			t.Errorf("%s: output differs from %s:\n%s", disk, path, out)
+		}
+	}
+}
