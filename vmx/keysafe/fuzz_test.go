@@ -36,7 +36,10 @@ func FuzzLocator(f *testing.F) {
 			t.Fatalf("canonical form not stable: %q -> %q", c, l2.String())
 		}
 		for _, p := range l.Pairs() {
-			_ = p.Validate()
+			if p.Validate() == nil {
+				_, _ = HashcatLine(p)
+				_, _ = JohnLine(p)
+			}
 		}
 	})
 }
