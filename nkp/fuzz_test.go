@@ -3,6 +3,7 @@ package nkp
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
@@ -84,6 +85,36 @@ func FuzzKeyID(f *testing.F) {
 		back, err := ParseKeyIDString(k.String())
 		if err != nil || *back != *k {
 			t.Fatalf("string round trip: %v", err)
+		}
+	})
+}
+
+// FuzzKeyIDString: ParseKeyIDString (the key id of an fqid locator) and
+// ParseUUID (a KDK alias) never panic, fail only as corrupt, and what they
+// accept re-serialises to text that parses to the same value.
+func FuzzKeyIDString(f *testing.F) {
+	f.Add(realKeyID(f))
+	f.Add(strings.TrimRight(realKeyID(f), "="))
+	f.Add("ec41612e-cc4c-5386-a3a5-f24b43d97d01")
+	f.Add("EC41612E-CC4C-5386-A3A5-F24B43D97D01")
+	f.Fuzz(func(t *testing.T, s string) {
+		k, err := ParseKeyIDString(s)
+		if err != nil {
+			if k != nil || !errors.Is(err, keysafe.ErrCorrupt) {
+				t.Fatalf("%v / %v", k, err)
+			}
+		} else if back, err := ParseKeyIDString(k.String()); err != nil || *back != *k {
+			t.Fatalf("string round trip of %q: %v", s, err)
+		}
+		u, err := ParseUUID(s)
+		if err != nil {
+			if !errors.Is(err, keysafe.ErrCorrupt) {
+				t.Fatal(err)
+			}
+			return
+		}
+		if !strings.EqualFold(u.String(), s) {
+			t.Fatalf("UUID %q formats as %q", s, u.String())
 		}
 	})
 }
