@@ -484,11 +484,12 @@ func scanDisk(dir, name, rel string) (File, bool) {
 	}
 	d, err := vmdk.Open(path, nil)
 	if err != nil {
-		// A chain that does not open may still be one link we can read.
+		// A chain that does not open (a missing parent, a CID mismatch) may
+		// still say from its descriptor whether this link is encrypted.
 		if d2, err2 := vmdk.Open(path, &vmdk.OpenOptions{AllowCIDMismatch: true}); err2 == nil {
 			d, err = d2, nil
 		} else {
-			return errFile(f, err), true
+			return descriptorOnly(f, path, err), true
 		}
 	}
 	defer d.Close()
@@ -707,6 +708,59 @@ func scanDataFile(path, rel, kind string) File {
 		}
 	}
 	return f
+}
+
+// descriptorOnly reports a disk whose chain does not open from its
+// descriptor alone: encrypted or not, and by which keys.
+func descriptorOnly(f File, path string, openErr error) File {
+	desc, err := readDescriptor(path)
+	if err != nil {
+		return errFile(f, openErr)
+	}
+	f.Error = openErr.Error()
+	f.Parent = desc.ParentFileNameHint
+	if desc.EncryptionKeys == "" { // plain, but its data cannot be examined
+		f = errFile(f, openErr)
+		f.Why = "plain disk (no encryptionKeys) whose data cannot be read: " + openErr.Error()
+		return f
+	}
+	keys, err := keyRefs(desc.EncryptionKeys)
+	if err != nil {
+		return errFile(f, err)
+	}
+	f.Keys = keys
+	f.Status, f.Why = Encrypted, "encryptionKeys present, opened by "+describe(keys)+"; the chain does not open ("+openErr.Error()+")"
+	return f
+}
+
+// readDescriptor reads the descriptor of a text descriptor file or of a
+// sparse file with an embedded one, at most vmdk.MaxDescriptorSize bytes.
+func readDescriptor(path string) (*vmdk.Descriptor, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	h := make([]byte, 512)
+	n, _ := io.ReadFull(fh, h)
+	off, size := int64(0), int64(vmdk.MaxDescriptorSize)
+	if n >= 44 && bytes.HasPrefix(h, []byte("KDMV")) {
+		o, sz := leU64(h[28:]), leU64(h[36:])
+		if o == 0 || sz == 0 || sz > vmdk.MaxDescriptorSize/512 || o > 1<<40 {
+			return nil, fmt.Errorf("no usable embedded descriptor: %w", vmdk.ErrCorrupt)
+		}
+		off, size = int64(o)*512, int64(sz)*512
+	}
+	b := make([]byte, size)
+	n, err = fh.ReadAt(b, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	b = b[:n]
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	return vmdk.ParseDescriptor(b, path)
 }
 
 func errFile(f File, err error) File {

@@ -242,6 +242,21 @@ func TestScanOneFileAndErrors(t *testing.T) {
 			t.Errorf("%s: %s, want unreadable", f.Path, f.Status)
 		}
 	}
+	// A snapshot delta copied without its parent: its descriptor still
+	// says it is encrypted and by which key.
+	fx, err := fixtures.Generate(filepath.Join(dir, "snap"), fixtures.Recipe{Provider: fixtures.ProviderKMS, Snapshot: true, Size: fixtures.MinDiskSize, Seed: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(fx.Dir, fixtures.VMDir, "fixture.vmdk"))
+	rep, err = Scan(filepath.Join(fx.Dir, fixtures.VMDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := fileOf(t, rep.VMs[0], "fixture-000001.vmdk")
+	if d.Status != Encrypted || d.Error == "" || len(d.Keys) != 1 || d.Keys[0].KeyID != fx.Manifest.Keys.KeyID || d.Parent != "fixture.vmdk" {
+		t.Errorf("orphan delta: %+v", d)
+	}
 	rep, err = Scan(filepath.Join(dir, "bad.vmx"))
 	if err != nil || len(rep.VMs) != 1 || len(rep.VMs[0].Files) != 1 {
 		t.Fatalf("scan of one file: %v %+v", err, rep)
