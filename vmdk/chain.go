@@ -45,7 +45,7 @@ func Open(path string, opts *OpenOptions) (*Disk, error) {
 		if err != nil {
 			d.Close()
 			if len(d.links) > 0 {
-				return nil, fmt.Errorf("vmdk: parent of %s: %w", d.links[len(d.links)-1].Path, err)
+				return nil, fmt.Errorf("parent of %s: %w", d.links[len(d.links)-1].Path, err)
 			}
 			return nil, err
 		}
