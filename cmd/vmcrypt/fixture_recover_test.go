@@ -63,7 +63,8 @@ func TestRecoverCheckedInFixtures(t *testing.T) {
 			for _, o := range rep.Outputs {
 				sums[o.File] = o.SHA256
 			}
-			if sums[m.Recipe.Name+".nvram"] != m.SHA256.NVRAM || (m.SHA256.VSWP != "" && sums[m.Recipe.Name+".vswp"] != m.SHA256.VSWP) {
+			if sums[m.Recipe.Name+".nvram"] != m.SHA256.NVRAM || (m.SHA256.VSWP != "" && sums[m.Recipe.Name+".vswp"] != m.SHA256.VSWP) ||
+				(m.SHA256.VMSN != "" && sums[m.Recipe.Name+"-Snapshot1.vmsn"] != m.SHA256.VMSN) {
 				t.Fatalf("data files %v, manifest %+v", sums, m.SHA256)
 			}
 		})
