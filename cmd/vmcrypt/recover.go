@@ -66,14 +66,13 @@ func recoverAction(c *cli.Context) error {
 	if jobs < 0 || jobs > recover.MaxJobs {
 		return usagef("--jobs %d: want 0 (all cores) to %d", jobs, recover.MaxJobs)
 	}
-	// Prompt for a passphrase only on a terminal and only for a VM a
-	// passphrase opens; with no key at all, planning fails with exit 4
-	// naming the key that is needed.
-	prompt := false
-	if term.IsTerminal(int(os.Stdin.Fd())) {
-		if need, err := recover.NeedsPassphrase(pos[0]); err == nil && need {
-			prompt = true
-		}
+	// As unlock does: ask for a passphrase only for a VM a passphrase opens
+	// (on a terminal; elsewhere that is a usage error, exit 2, saying how
+	// to give one). A key-provider VM with no key fails in planning with
+	// exit 4 naming the provider and key id.
+	prompt, err := recover.NeedsPassphrase(pos[0])
+	if err != nil {
+		prompt = true
 	}
 	srcs, err := keySources(c, prompt)
 	if err != nil {

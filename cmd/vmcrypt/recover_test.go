@@ -193,14 +193,17 @@ func TestRecoverCLIUsage(t *testing.T) {
 	}
 }
 
-// No key at all (and no terminal): exit 4 naming the key, nothing written.
+// No key at all (and no terminal): a passphrase VM is a usage error (exit
+// 2: no terminal to ask on), a key-provider VM exit 4 naming the key;
+// nothing written either way.
 func TestRecoverCLINoKey(t *testing.T) {
 	for i, p := range []string{fixtures.ProviderPassphrase, fixtures.ProviderKMS} {
+		want := map[string]int{fixtures.ProviderPassphrase: exitUsage, fixtures.ProviderKMS: exitKeyNotFound}[p]
 		fx := recFixture(t, fixtures.Recipe{Provider: p, Seed: uint64(60 + i)})
 		out := filepath.Join(t.TempDir(), "out")
 		code, _, stderr := runCLI(t, "recover", filepath.Join(fx.Dir, fixtures.VMDir), "-o", out)
-		if code != exitKeyNotFound {
-			t.Fatalf("%s: exit %d, want %d: %s", p, code, exitKeyNotFound, stderr)
+		if code != want {
+			t.Fatalf("%s: exit %d, want %d: %s", p, code, want, stderr)
 		}
 		if _, err := os.Stat(out); err == nil {
 			t.Fatalf("%s: OUTDIR was created", p)
