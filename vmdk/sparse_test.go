@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -478,4 +479,41 @@ func grainMarkerOffset(t *testing.T, b []byte, k int64) int {
 	}
 	t.Fatalf("no grain marker for lba %d", want)
 	return 0
+}
+
+// TestReadAtAllocs: reading whole grains allocates nothing once warm
+// (pooled inflaters, cached grain tables).
+func TestReadAtAllocs(t *testing.T) {
+	for _, s := range []string{rsSparse, rsStream} {
+		d, err := Open(filepath.Join(samplesDir, s), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 1<<20)
+		off := int64(0)
+		read := func() {
+			if _, err := d.ReadAt(buf, off); err != nil {
+				t.Fatal(err)
+			}
+			off = (off + 1<<20) % d.Size()
+		}
+		for range 30 {
+			read() // warm the grain-table cache and the pool
+		}
+		// No buffer is allocated per read; klauspost/flate may still grow
+		// its Huffman link tables now and then (a few small slices), so
+		// the check is on bytes, not on the count.
+		var m0, m1 runtime.MemStats
+		runtime.ReadMemStats(&m0)
+		for range 20 {
+			read()
+		}
+		runtime.ReadMemStats(&m1)
+		per := (m1.TotalAlloc - m0.TotalAlloc) / 20
+		t.Logf("%s: %d bytes allocated per 1 MiB ReadAt", s, per)
+		if per > 1<<10 {
+			t.Errorf("%s: %d bytes allocated per 1 MiB ReadAt", s, per)
+		}
+		d.Close()
+	}
 }

@@ -5,7 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"sync"
+	"runtime"
 
 	"github.com/klauspost/compress/zlib"
 )
@@ -81,17 +81,29 @@ type inflater struct {
 	zr   io.ReadCloser
 }
 
-var inflaterPool sync.Pool
+// inflaters is a bounded free list of inflaters. Unlike a sync.Pool it is
+// not emptied by garbage collections, so a long export allocates none
+// once warm; it keeps at most two per CPU.
+var inflaters = make(chan *inflater, max(4, 2*runtime.GOMAXPROCS(0)))
 
 func getInflater(grain int64) *inflater {
-	z, _ := inflaterPool.Get().(*inflater)
-	if z == nil {
+	var z *inflater
+	select {
+	case z = <-inflaters:
+	default:
 		z = &inflater{}
 	}
 	if int64(cap(z.gbuf)) < grain+1 {
 		z.gbuf = make([]byte, grain+1)
 	}
 	return z
+}
+
+func putInflater(z *inflater) {
+	select {
+	case inflaters <- z:
+	default:
+	}
 }
 
 // inflate decompresses src into z.gbuf and returns the inflated bytes
@@ -124,7 +136,7 @@ func (s *sparseExtent) readCompressed(gi int64, sect uint32, dst []byte, in int6
 	}
 	off := int64(sect) * SectorSize
 	z := getInflater(s.grain)
-	defer inflaterPool.Put(z)
+	defer putInflater(z)
 	if cap(z.cbuf) < 4096 {
 		z.cbuf = make([]byte, 4096)
 	}
