@@ -24,4 +24,26 @@
 // Outputs are written to temporary names in the output folder and renamed
 // only when complete and verified; a cancelled or failed run removes them.
 // Inputs are only ever opened read-only.
+//
+// # Outputs and verification
+//
+// Plan.Run writes into a staging folder inside the output folder and
+// renames every file into place only at the end, the report last. Raw
+// images are verified by the sha256 computed in order as they are written
+// (holes hashed as zeros, so it equals `sha256sum` of the file and of
+// `qemu-img convert -O raw`). VMDK outputs (vmdk.Write) are read back
+// through the VMDK reader and compared, chunk by chunk, with the decrypted
+// source over the union of both allocation maps. Data files are decrypted
+// by the same pipeline. recover-report.json lists every output with its
+// sha256, which key source opened which locator, timings, warnings and a
+// note for every modelled format the VM went through.
+//
+// # Errors
+//
+// Every key is opened in NewPlan, before anything is written: a wrong key
+// is keysafe.ErrWrongKey, a key no source holds a *keysafe.KeyNotFoundError
+// naming provider and key id. Damage found while copying (a grain that does
+// not inflate, a data-file page MAC that fails after the VMX key proved
+// right) is ErrCorrupt naming the file and offset; the staging folder is
+// then removed, as on cancellation, so the output folder gets no new file.
 package recover
