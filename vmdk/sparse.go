@@ -270,6 +270,7 @@ type DamagedGDError struct {
 	Redundant       error
 }
 
+// Error names the file and both offsets with their causes.
 func (e *DamagedGDError) Error() string {
 	return fmt.Sprintf("%s: corrupt: both grain directories are damaged: primary at offset %d (%v), redundant at offset %d (%v)",
 		e.File, e.PrimaryOffset, e.Primary, e.RedundantOffset, e.Redundant)
