@@ -180,3 +180,25 @@ func FuzzDescriptor(f *testing.F) {
 		checkRoundTrip(t, "fuzz", d)
 	})
 }
+
+func TestReadDescriptor(t *testing.T) {
+	for name, want := range map[string]string{
+		"vmdk-forensic/ms3-win.vmdk":              "twoGbMaxExtentSparse", // text, extents missing
+		"vmdk-rs/monolithicSparse.vmdk":           "monolithicSparse",     // embedded
+		"vmdk-forensic/plaso_image.vmdk":          "monolithicSparse",
+		"vmdk-rs/twoGbMaxExtentSparse.vmdk":       "twoGbMaxExtentSparse",
+		"vmdk-rs/streamOptimizedWithMarkers.vmdk": "streamOptimized",
+	} {
+		d, err := ReadDescriptor(filepath.Join(samplesDir, name))
+		if err != nil || d.CreateType != want {
+			t.Errorf("%s: %v %+v", name, err, d)
+		}
+	}
+	// an extent of a split disk has no descriptor
+	if _, err := ReadDescriptor(filepath.Join(samplesDir, "vmdk-rs/twoGbMaxExtentSparse-s001.vmdk")); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("split extent: %v, want ErrUnsupported", err)
+	}
+	if _, err := ReadDescriptor(filepath.Join(samplesDir, "vmdk-rs/vmfs_thick-flat.vmdk")); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("flat data: %v, want ErrUnsupported", err)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -118,6 +119,9 @@ type vmdkInfoReport struct {
 	Encrypted  bool           `json:"encrypted"`
 	Chain      []vmdkLinkInfo `json:"chain"` // top (the opened disk) first
 	Warnings   []string       `json:"warnings,omitempty"`
+	// Error is set when the disk could not be opened whole (a missing
+	// extent or parent): the report then comes from the descriptor alone.
+	Error string `json:"error,omitempty"`
 }
 
 type vmdkLinkInfo struct {
@@ -128,7 +132,7 @@ type vmdkLinkInfo struct {
 	ParentCID          string           `json:"parentCID"`
 	ParentFileNameHint string           `json:"parentFileNameHint,omitempty"`
 	Capacity           int64            `json:"capacity"`
-	AllocatedBytes     int64            `json:"allocatedBytes"`
+	AllocatedBytes     int64            `json:"allocatedBytes"` // -1: unknown (extents not opened)
 	GrainSize          int64            `json:"grainSize,omitempty"`
 	EncryptionKeys     bool             `json:"encryptionKeys"` // an encryptionKeys locator line is present
 	IOFilters          []string         `json:"ioFilters,omitempty"`
@@ -177,21 +181,59 @@ func vmdkBuildInfo(d *vmdk.Disk) (*vmdkInfoReport, error) {
 
 func vmdkInfo(c *cli.Context) error {
 	d, err := vmdkOpen(c)
+	var r *vmdkInfoReport
 	if err != nil {
-		return err
-	}
-	defer d.Close()
-	r, err := vmdkBuildInfo(d)
-	if err != nil {
-		return err
+		// A missing extent or parent file: describe what the descriptor
+		// says, then fail with the error.
+		pos, _ := vmdkArgs(c)
+		if !errors.Is(err, fs.ErrNotExist) || len(pos) != 1 {
+			return err
+		}
+		desc, derr := vmdk.ReadDescriptor(pos[0])
+		if derr != nil {
+			return err
+		}
+		r = vmdkDescriptorInfo(pos[0], desc, err)
+	} else {
+		defer d.Close()
+		if r, err = vmdkBuildInfo(d); err != nil {
+			return err
+		}
 	}
 	w := c.App.Writer
 	if c.Bool("json") {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		return enc.Encode(r)
+		if e := enc.Encode(r); e != nil {
+			return e
+		}
+	} else if e := vmdkPrintInfo(w, r); e != nil {
+		return e
 	}
-	return vmdkPrintInfo(w, r)
+	if r.Error != "" {
+		return err
+	}
+	return nil
+}
+
+// vmdkDescriptorInfo describes a disk from its descriptor alone, when its
+// extents or parents could not be opened (openErr).
+func vmdkDescriptorInfo(path string, d *vmdk.Descriptor, openErr error) *vmdkInfoReport {
+	li := vmdkLinkInfo{
+		Path: path, CreateType: d.CreateType, CID: fmt.Sprintf("%08x", d.CID), ParentCID: fmt.Sprintf("%08x", d.ParentCID),
+		ParentFileNameHint: d.ParentFileNameHint, Capacity: d.Sectors() * vmdk.SectorSize, AllocatedBytes: -1,
+		EncryptionKeys: d.EncryptionKeys != "", IOFilters: d.IOFilters(),
+	}
+	for _, f := range li.IOFilters {
+		li.VMCryptFilter = li.VMCryptFilter || f == "vmwarevmcrypt"
+	}
+	var start int64
+	for _, e := range d.Extents {
+		li.Extents = append(li.Extents, vmdkExtentInfo{Access: e.Access, Type: e.Type, File: e.File, Start: start, Size: e.Sectors * vmdk.SectorSize, Format: "not opened"})
+		start += e.Sectors * vmdk.SectorSize
+	}
+	return &vmdkInfoReport{Path: path, CreateType: d.CreateType, Capacity: li.Capacity, Encrypted: d.Encrypted(),
+		Chain: []vmdkLinkInfo{li}, Error: openErr.Error()}
 }
 
 func vmdkPrintInfo(out io.Writer, r *vmdkInfoReport) error {
@@ -218,7 +260,11 @@ func vmdkPrintInfo(out io.Writer, r *vmdkInfoReport) error {
 			fmt.Fprintf(w, "  parentFileNameHint:\t%s\n", l.ParentFileNameHint)
 		}
 		fmt.Fprintf(w, "  capacity:\t%d bytes (%s)\n", l.Capacity, humanBytes(l.Capacity))
-		fmt.Fprintf(w, "  allocated:\t%d bytes (%s)\n", l.AllocatedBytes, humanBytes(l.AllocatedBytes))
+		if l.AllocatedBytes >= 0 {
+			fmt.Fprintf(w, "  allocated:\t%d bytes (%s)\n", l.AllocatedBytes, humanBytes(l.AllocatedBytes))
+		} else {
+			fmt.Fprintf(w, "  allocated:\tunknown (extents not opened)\n")
+		}
 		if l.GrainSize > 0 {
 			fmt.Fprintf(w, "  grain size:\t%d bytes\n", l.GrainSize)
 		}

@@ -233,3 +233,21 @@ func TestVMDKInfoGolden(t *testing.T) {
 		}
 	}
 }
+
+// TestVMDKInfoMissingExtents: a descriptor whose extent files are missing
+// is still described (from the descriptor), and the exit code says it
+// failed.
+func TestVMDKInfoMissingExtents(t *testing.T) {
+	code, out, _ := runCLI(t, "vmdk", "info", filepath.Join(vmdkSamples, "vmdk-forensic/ms3-win.vmdk"), "--json")
+	if code != exitFailure {
+		t.Fatalf("exit %d, want %d", code, exitFailure)
+	}
+	var r vmdkInfoReport
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if r.Error == "" || r.CreateType != "twoGbMaxExtentSparse" || len(r.Chain) != 1 || len(r.Chain[0].Extents) != 16 ||
+		r.Chain[0].Extents[0].Size != 8323072*512 || r.Chain[0].AllocatedBytes != -1 {
+		t.Fatalf("report %+v", r)
+	}
+}
