@@ -77,7 +77,8 @@ func passphraseFromFlags(c *cli.Context) (p []byte, ok bool, err error) {
 }
 
 // keySources builds the key sources the user supplied. When no source at all
-// was given and prompt is true, it asks for a passphrase on the terminal.
+// was given, prompt is true and stdin is a terminal, it asks for a
+// passphrase; otherwise it returns no source (not an error).
 func keySources(c *cli.Context, prompt bool) ([]keys.Source, error) {
 	var srcs []keys.Source
 	p, ok, err := passphraseFromFlags(c)
@@ -92,7 +93,10 @@ func keySources(c *cli.Context, prompt bool) ([]keys.Source, error) {
 		return nil, err
 	}
 	srcs = append(srcs, prov...)
-	if len(srcs) == 0 && prompt {
+	// Without a terminal there is nobody to ask: no source at all, and the
+	// resolver then names the key that is missing (exit 4), as for a
+	// key-provider VM without its KEK.
+	if len(srcs) == 0 && prompt && term.IsTerminal(int(os.Stdin.Fd())) {
 		p, err := promptSecret(c, "Passphrase")
 		if err != nil {
 			return nil, err

@@ -55,14 +55,11 @@ func vmdkExportKeys(c *cli.Context, plainExport cli.ActionFunc) error {
 		return err
 	}
 	out := c.String("output")
-	// Keys come only from the key options (no prompt): with none, the
-	// plain export refuses the encrypted disk (exit 5, "use recover").
+	// Keys come only from the key options (no prompt): with none, opening
+	// the disk's key fails naming the key it needs (exit 4).
 	srcs, err := keySources(c, false)
 	if err != nil {
 		return err
-	}
-	if len(srcs) == 0 {
-		return plainExport(c)
 	}
 	od, err := recover.OpenDisk(pos[0], keys.NewResolver(srcs...), vo)
 	if err != nil {

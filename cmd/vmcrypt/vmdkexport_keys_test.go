@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -45,8 +46,12 @@ func TestVMDKExportEncrypted(t *testing.T) {
 		if h != fx.Manifest.SHA256.Disk {
 			t.Fatal("vmdk export content differs")
 		}
-		if code, _, _ := runCLI(t, "vmdk", "export", disk, "-o", filepath.Join(out, "nokey.raw")); code != exitCorrupt {
-			t.Fatalf("no key: exit %d, want %d", code, exitCorrupt)
+		nokey := filepath.Join(out, "nokey.raw")
+		if code, _, _ := runCLI(t, "vmdk", "export", disk, "-o", nokey); code != exitKeyNotFound {
+			t.Fatalf("no key: exit %d, want %d", code, exitKeyNotFound)
+		}
+		if _, err := os.Stat(nokey); err == nil {
+			t.Fatal("no key: an output file was written")
 		}
 	}
 	fx := recFixture(t, fixtures.Recipe{Provider: fixtures.ProviderPassphrase, Seed: 90, Negative: fixtures.NegWrongPassphrase})

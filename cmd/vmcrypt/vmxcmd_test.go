@@ -211,8 +211,8 @@ func TestUnlockCLI(t *testing.T) {
 	if code, _, _ := runCLI(t, "unlock", in, "--passphrase-file", passFile(t, "Password")); code != exitWrongKey {
 		t.Fatalf("wrong passphrase: exit %d", code)
 	}
-	// No source and no terminal: a usage error, not a hang.
-	if code, _, _ := runCLI(t, "unlock", in); code != exitUsage {
+	// No source and no terminal: key not supplied (exit 4), not a hang.
+	if code, _, _ := runCLI(t, "unlock", in); code != exitKeyNotFound {
 		t.Fatalf("no passphrase: exit %d", code)
 	}
 	// Folder with two VMX files: usage error.
