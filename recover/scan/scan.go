@@ -426,7 +426,7 @@ func scanVMX(path, rel string) (File, string) {
 		return errFile(f, err), name
 	}
 	f.Status = Encrypted
-	f.Why = "key safe + encryption.data, opened by " + describe(f.Keys)
+	f.Why = "key safe + encryption.data; opens with " + describe(f.Keys)
 	if val, ok := v.Get("vtpm.present"); ok && strings.EqualFold(val, "TRUE") {
 		f.Why += "; vTPM present"
 	}
@@ -516,7 +516,7 @@ func scanDisk(dir, name, rel string) (File, bool) {
 			return errFile(f, err), true
 		}
 		f.Status = Encrypted
-		f.Why = "encryptionKeys present, opened by " + describe(f.Keys)
+		f.Why = "encryptionKeys present; opens with " + describe(f.Keys)
 		if flt := l.Descriptor.IOFilters(); !containsFold(flt, "vmwarevmcrypt") {
 			f.Why += " (but ddb.iofilters lacks vmwarevmcrypt)"
 		}
@@ -686,7 +686,7 @@ func scanDataFile(path, rel, kind string) File {
 			return errFile(f, err)
 		}
 		f.Status = Encrypted
-		f.Why = fmt.Sprintf("encrypted data file (version %d, %d bytes), opened by the VM's dataFileKey", hdr.Version, hdr.LogicalSize)
+		f.Why = fmt.Sprintf("encrypted data file (version %d, %d bytes); opens with the VM's dataFileKey", hdr.Version, hdr.LogicalSize)
 		return f
 	}
 	if fi.Size() == 0 || allZero(h) && fi.Size() <= int64(len(h)) {
@@ -729,7 +729,7 @@ func descriptorOnly(f File, path string, openErr error) File {
 		return errFile(f, err)
 	}
 	f.Keys = keys
-	f.Status, f.Why = Encrypted, "encryptionKeys present, opened by "+describe(keys)+"; the chain does not open ("+openErr.Error()+")"
+	f.Status, f.Why = Encrypted, "encryptionKeys present; opens with "+describe(keys)+"; the chain does not open ("+openErr.Error()+")"
 	return f
 }
 
