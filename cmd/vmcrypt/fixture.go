@@ -93,7 +93,9 @@ func fixtureAction(c *cli.Context) error {
 	fmt.Fprintf(w, "fixture %s\n", out)
 	fmt.Fprintf(w, "  VM:       %s\n", filepath.Join(out, m.VMX))
 	for _, f := range m.Files {
-		fmt.Fprintf(w, "            %s\n", filepath.Join(out, f))
+		if f != m.VMX {
+			fmt.Fprintf(w, "            %s\n", filepath.Join(out, f))
+		}
 	}
 	for _, s := range []string{m.Secrets.PassphraseFile, m.Secrets.KEKFile, m.Secrets.NKPBackup, m.Secrets.NKPPasswordFile} {
 		if s != "" {
