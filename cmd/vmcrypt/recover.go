@@ -47,10 +47,7 @@ func init() {
 }
 
 func recoverAction(c *cli.Context) error {
-	pos, err := vmdkArgs(c)
-	if err != nil {
-		return err
-	}
+	pos := c.Args().Slice()
 	if len(pos) != 1 {
 		return usagef("recover takes one VMPATH (got %d arguments)", len(pos))
 	}

@@ -38,7 +38,7 @@ func init() {
 			},
 			{
 				Name:      "export",
-				Usage:     "write the whole virtual disk (chain applied) as a sparse raw file or a new VMDK",
+				Usage:     "write the whole virtual disk (chain applied) as a sparse raw file or a new VMDK; encrypted disks are decrypted with the key options",
 				ArgsUsage: "DISK -o OUT",
 				Flags: append([]cli.Flag{
 					&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write to `OUT` (a temp file in its folder, renamed when complete)"},
@@ -46,61 +46,15 @@ func init() {
 					&cli.StringFlag{Name: "subformat", Value: vmdk.SubformatMonolithicSparse, Usage: "`SUBFORMAT` for --format vmdk: monolithicSparse, monolithicFlat, twoGbMaxExtentSparse or streamOptimized"},
 					&cli.BoolFlag{Name: "force", Usage: "replace OUT if it exists"},
 					&cli.IntFlag{Name: "jobs", Value: 0, Usage: "`N` parallel workers (default: all cores)"},
-				}, openFlags...),
+				}, append(openFlags, keyFlags()...)...),
 				Action: vmdkExport,
 			},
 		},
 	})
 }
 
-// vmdkArgs returns the positional arguments, applying flags that follow
-// them ("vmdk info DISK --json"); "--" ends the flags.
-func vmdkArgs(c *cli.Context) ([]string, error) {
-	var pos []string
-	args := c.Args().Slice()
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "--" {
-			pos = append(pos, args[i+1:]...)
-			break
-		}
-		if len(a) < 2 || a[0] != '-' {
-			pos = append(pos, a)
-			continue
-		}
-		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		var fl cli.Flag
-		for _, f := range c.Command.Flags {
-			for _, n := range f.Names() {
-				if n == name {
-					fl = f
-				}
-			}
-		}
-		if fl == nil {
-			return nil, usagef("flag provided but not defined: -%s", name)
-		}
-		if _, isBool := fl.(*cli.BoolFlag); isBool && !hasVal {
-			val = "true"
-		} else if !hasVal {
-			if i+1 >= len(args) {
-				return nil, usagef("flag needs an argument: -%s", name)
-			}
-			i++
-			val = args[i]
-		}
-		if err := c.Set(fl.Names()[0], val); err != nil {
-			return nil, usagef("invalid value %q for flag -%s: %v", val, name, err)
-		}
-	}
-	return pos, nil
-}
-
 func vmdkOpen(c *cli.Context) (*vmdk.Disk, error) {
-	pos, err := vmdkArgs(c)
-	if err != nil {
-		return nil, err
-	}
+	pos := c.Args().Slice()
 	if len(pos) != 1 {
 		return nil, usagef("%s takes one DISK (got %d arguments)", c.Command.FullName(), len(pos))
 	}
@@ -185,7 +139,7 @@ func vmdkInfo(c *cli.Context) error {
 	if err != nil {
 		// A missing extent or parent file: describe what the descriptor
 		// says, then fail with the error.
-		pos, _ := vmdkArgs(c)
+		pos := c.Args().Slice()
 		if !errors.Is(err, fs.ErrNotExist) || len(pos) != 1 {
 			return err
 		}
@@ -335,8 +289,10 @@ func vmdkExport(c *cli.Context) error {
 		return usagef("%s exists; use --force to replace it", out)
 	}
 	if d.Encrypted() {
-		return fmt.Errorf("%s is encrypted (encryptionKeys or the vmwarevmcrypt filter in its descriptor): exporting it would copy ciphertext; use vmcrypt recover with its key: %w",
-			d.Links()[0].Path, vmdk.ErrUnsupported)
+		// Decrypted with the key options (vmdkexport_keys.go); never
+		// exported as ciphertext.
+		d.Close()
+		return vmdkExportEncrypted(c, out, o)
 	}
 	runs, err := d.Allocated()
 	if err != nil {

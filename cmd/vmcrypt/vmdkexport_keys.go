@@ -10,58 +10,22 @@ import (
 	"github.com/vmcrypt/vmcrypt/vmdk"
 )
 
-// `vmdk export` of encrypted disks. vmdkcmd.go (the VMDK-reader engineer's)
-// refuses encrypted disks; this file adds the key options to `vmdk export`
-// and, when the disk is encrypted, decrypts it through recover.OpenDisk and
-// hands the plaintext to the same exportDisk seam. It hooks in from its own
-// init, which runs after vmdkcmd.go's (files initialise in name order), so
-// vmdkcmd.go needs no change.
+// `vmdk export` of encrypted disks: vmdkExport (vmdkcmd.go) hands an
+// encrypted disk here, which opens each link's key with the key options
+// (never a prompt) through recover.OpenDisk and exports the plaintext
+// through the same exportDisk seam.
 
-func init() {
-	for _, c := range commands {
-		if c.Name != "vmdk" {
-			continue
-		}
-		for _, sc := range c.Subcommands {
-			if sc.Name == "export" && sc.Action != nil {
-				sc.Flags = append(sc.Flags, keyFlags()...)
-				sc.Usage += "; encrypted disks are decrypted with the key options"
-				plainExport := sc.Action
-				sc.Action = func(c *cli.Context) error { return vmdkExportKeys(c, plainExport) }
-			}
-		}
-	}
-}
-
-// vmdkExportKeys exports an encrypted disk with its keys; anything else
-// goes to the plain export.
-func vmdkExportKeys(c *cli.Context, plainExport cli.ActionFunc) error {
-	pos, err := vmdkArgs(c)
-	if err != nil || len(pos) != 1 || c.String("output") == "" {
-		return plainExport(c) // it reports the usage error
-	}
-	vo := &vmdk.OpenOptions{AllowUnsafePaths: c.Bool("allow-unsafe-paths"), AllowCIDMismatch: c.Bool("allow-cid-mismatch")}
-	d, err := vmdk.Open(pos[0], vo)
-	if err != nil {
-		return err
-	}
-	enc := d.Encrypted()
-	d.Close()
-	if !enc {
-		return plainExport(c)
-	}
-	o := vmdkExportOptions{Format: c.String("format"), Subformat: c.String("subformat"), Force: c.Bool("force"), Jobs: c.Int("jobs")}
-	if err := o.check(); err != nil {
-		return err
-	}
-	out := c.String("output")
+// vmdkExportEncrypted exports the encrypted disk named by the command's
+// argument to out, decrypted.
+func vmdkExportEncrypted(c *cli.Context, out string, o vmdkExportOptions) error {
+	vo := &vmdk.OpenOptions{AllowUnsafePaths: c.Bool("allow-unsafe-paths"), AllowCIDMismatch: c.Bool("allow-cid-mismatch"), ScanTruncatedStreams: c.Bool("scan-truncated-stream")}
 	// Keys come only from the key options (no prompt): with none, opening
 	// the disk's key fails naming the key it needs (exit 4).
 	srcs, err := keySources(c, false)
 	if err != nil {
 		return err
 	}
-	od, err := recover.OpenDisk(pos[0], keys.NewResolver(srcs...), vo)
+	od, err := recover.OpenDisk(c.Args().First(), keys.NewResolver(srcs...), vo)
 	if err != nil {
 		return err
 	}
