@@ -149,7 +149,9 @@ func ParseDescriptor(data []byte, name string) (*Descriptor, error) {
 	for _, raw := range lines {
 		off := lineOff
 		lineOff += int64(len(raw)) + 1
-		line := strings.TrimSuffix(raw, "\r")
+		// Every trailing CR goes: a stray one kept would come back as a CRLF
+		// ending and the text would not be a fixed point of parse/serialise.
+		line := strings.TrimRight(raw, "\r")
 		t := strings.TrimSpace(line)
 		fail := func(field, format string, a ...any) error {
 			return corruptf(name, off, "descriptor "+field, format, a...)

@@ -312,6 +312,12 @@ func vmProbeVMDK(path string) (kind string, encrypted *bool, note, keySafe strin
 	if err != nil {
 		return "disk", nil, err.Error(), ""
 	}
+	return vmProbeVMDKHead(b)
+}
+
+// vmProbeVMDKHead classifies the first bytes of a .vmdk file (untrusted:
+// every header field is checked against len(b) before use).
+func vmProbeVMDKHead(b []byte) (kind string, encrypted *bool, note, keySafe string) {
 	var desc []byte
 	switch {
 	case bytes.HasPrefix(b, []byte("KDMV")) && len(b) >= 44:
@@ -323,7 +329,7 @@ func vmProbeVMDK(path string) (kind string, encrypted *bool, note, keySafe strin
 		if off >= uint64(len(b))/512 {
 			return "disk", nil, "descriptor beyond the first 64 KiB", ""
 		}
-		end := min(off+size, uint64(len(b))/512)
+		end := off + min(size, uint64(len(b))/512-off) // off+size may wrap
 		desc = b[off*512 : end*512]
 	case bytes.Contains(b, []byte("# Disk DescriptorFile")) || bytes.Contains(b, []byte("createType")):
 		desc = b
