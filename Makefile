@@ -21,7 +21,7 @@ test: peers
 
 # fuzz runs every fuzz target of every package for FUZZTIME each.
 fuzz:
-	@FUZZTIME=$(FUZZTIME) bash scripts/fuzz.sh
+	@GO=$(GO) FUZZTIME=$(FUZZTIME) bash scripts/fuzz.sh
 
 # bench runs the benchmarks; peer comparisons are reported as ratios measured
 # in the same run (metrics named x-vs-<peer>).
