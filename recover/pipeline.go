@@ -196,6 +196,7 @@ func Copy(ctx context.Context, dst io.WriterAt, src io.ReaderAt, size int64, run
 						bufs <- b
 						return
 					}
+					startWriteback(dst, c.off, c.n)
 				}
 				o.done(i, c, p)
 			}
