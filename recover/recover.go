@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -209,7 +210,7 @@ func NewPlan(vmPath string, opts *Options) (_ *Plan, err error) {
 			p.Close()
 		}
 	}()
-	f, err := readVMX(path)
+	f, err := vmx.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -300,7 +301,7 @@ func NewPlan(vmPath string, opts *Options) (_ *Plan, err error) {
 			continue
 		}
 		ext := strings.ToLower(filepath.Ext(e.Name()))
-		isData, isPlain := contains(dataFileExts, ext), contains(plainCopyExts, ext)
+		isData, isPlain := slices.Contains(dataFileExts, ext), slices.Contains(plainCopyExts, ext)
 		if !isData && !isPlain {
 			continue
 		}
@@ -328,33 +329,6 @@ func NewPlan(vmPath string, opts *Options) (_ *Plan, err error) {
 		return nil, err
 	}
 	return p, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-// readVMX reads and parses a VMX read-only, its size capped.
-func readVMX(path string) (*vmx.File, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	v, err := vmx.Parse(f, st.Size())
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return v, nil
 }
 
 // probeDataFile says whether a data file is encrypted (the container's
@@ -879,7 +853,7 @@ func NeedsPassphrase(vmPath string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	f, err := readVMX(path)
+	f, err := vmx.ReadFile(path)
 	if err != nil {
 		return false, err
 	}

@@ -26,6 +26,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
@@ -59,6 +60,28 @@ type Line struct {
 type File struct {
 	Lines []Line
 	BOM   bool // the input started with a UTF-8 byte-order mark
+}
+
+// ReadFile opens the .vmx at path read-only and parses it; errors name the
+// path. A folder is refused.
+func ReadFile(path string) (*File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if st.IsDir() {
+		return nil, fmt.Errorf("%s is a folder, not a .vmx file", path)
+	}
+	v, err := Parse(f, st.Size())
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return v, nil
 }
 
 // Parse reads a VMX file of the given size (at most MaxFileSize).

@@ -368,3 +368,31 @@ func TestParseReaderAt(t *testing.T) {
 		t.Fatalf("empty: %v", err)
 	}
 }
+
+func TestReadFile(t *testing.T) {
+	f, err := ReadFile(vectors + "workstation-encrypted.vmx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(f.Bytes(), readVector(t, "workstation-encrypted.vmx")) {
+		t.Fatal("ReadFile does not give back the file byte for byte")
+	}
+	dir := t.TempDir()
+	if _, err := ReadFile(dir); err == nil || !strings.Contains(err.Error(), "is a folder, not a .vmx file") {
+		t.Fatalf("folder: got %v", err)
+	}
+	if _, err := ReadFile(dir + "/missing.vmx"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("missing file: got %v", err)
+	}
+	big := dir + "/big.vmx"
+	if err := os.WriteFile(big, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(big, MaxFileSize+1); err != nil {
+		t.Fatal(err)
+	}
+	_, err = ReadFile(big)
+	if !errors.Is(err, keysafe.ErrUnsupported) || !strings.HasPrefix(err.Error(), big+": ") {
+		t.Fatalf("oversized file: got %v", err)
+	}
+}

@@ -100,15 +100,7 @@ type vmDiskInfo struct {
 }
 
 func vmInspectAction(c *cli.Context) error {
-	arg, err := vmOneArg(c, "VM folder or .vmx")
-	if err != nil {
-		return err
-	}
-	path, err := vmLocateVMX(arg)
-	if err != nil {
-		return err
-	}
-	vf, err := vmReadVMX(path)
+	path, vf, err := vmLoadVMX(c, "VM folder or .vmx")
 	if err != nil {
 		return err
 	}

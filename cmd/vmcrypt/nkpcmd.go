@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -246,7 +245,7 @@ func nkpCreate(c *cli.Context) error {
 	if err != nil || len(back) != 1 || back[0].ID != kdk.ID || string(back[0].Key) != string(kdk.Key) {
 		return fmt.Errorf("internal error: the new backup does not read back (%v)", err)
 	}
-	if err := nkpWriteNew(out, raw, c.Bool("force")); err != nil {
+	if err := writeNewFile(out, raw, c.Bool("force")); err != nil {
 		return err
 	}
 	if !given {
@@ -261,47 +260,4 @@ func nkpCreate(c *cli.Context) error {
 	}
 	_, err = fmt.Fprintln(c.App.Writer, kdk.ID)
 	return err
-}
-
-// nkpWriteNew writes data to a temp file in path's folder (mode 0600: it is a
-// key), syncs it, and moves it to path: a hard link that fails when path
-// exists, or a rename when replace is true.
-func nkpWriteNew(path string, data []byte, replace bool) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	name := tmp.Name()
-	defer os.Remove(name)
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if replace {
-		return os.Rename(name, path)
-	}
-	err = os.Link(name, path)
-	if errors.Is(err, os.ErrExist) {
-		return usagef("%s exists; use --force to replace it", path)
-	}
-	if err != nil {
-		// A file system without hard links: check, then rename.
-		if _, serr := os.Lstat(path); serr == nil {
-			return usagef("%s exists; use --force to replace it", path)
-		}
-		return os.Rename(name, path)
-	}
-	return nil
 }

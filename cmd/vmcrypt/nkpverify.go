@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -234,7 +235,7 @@ func nkpCheckLocator(r *nkpVerifyRow, what string, l *keysafe.Locator, res *keys
 		return nil, fmt.Errorf("%s has no key-provider locker (passphrase-locked?): %w", what, keysafe.ErrUnsupported)
 	}
 	for _, id := range ids {
-		if !have[id] && !nkpContains(r.NeedsKDK, id.String()) {
+		if !have[id] && !slices.Contains(r.NeedsKDK, id.String()) {
 			r.NeedsKDK = append(r.NeedsKDK, id.String())
 		}
 	}
@@ -246,32 +247,11 @@ func nkpCheckLocator(r *nkpVerifyRow, what string, l *keysafe.Locator, res *keys
 	return k, nil
 }
 
-func nkpContains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 func nkpVerifyVM(path string, src *keys.NKPBackup, have map[nkp.UUID]bool) nkpVerifyRow {
 	r := nkpVerifyRow{VM: path}
-	f, err := os.Open(path)
+	file, err := vmx.ReadFile(path)
 	if err != nil {
 		r.fail(err)
-		return r
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		r.fail(err)
-		return r
-	}
-	file, err := vmx.Parse(f, fi.Size())
-	f.Close()
-	if err != nil {
-		r.fail(fmt.Errorf("%s: %w", path, err))
 		return r
 	}
 	l, err := file.KeySafe()

@@ -28,15 +28,7 @@ func init() {
 }
 
 func vmUnlockAction(c *cli.Context) error {
-	arg, err := vmOneArg(c, "VMX")
-	if err != nil {
-		return err
-	}
-	path, err := vmLocateVMX(arg)
-	if err != nil {
-		return err
-	}
-	vf, err := vmReadVMX(path)
+	path, vf, err := vmLoadVMX(c, "VMX")
 	if err != nil {
 		return err
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -99,25 +98,31 @@ func vmLocateVMX(path string) (string, error) {
 	return "", usagef("%s holds %d .vmx files (%s): name one", path, len(found), strings.Join(found, ", "))
 }
 
-// vmReadVMX opens a .vmx read-only and parses it.
+// vmLoadVMX takes the command's single argument (a VM folder or a .vmx),
+// finds the .vmx and reads it.
+func vmLoadVMX(c *cli.Context, what string) (string, *vmx.File, error) {
+	arg, err := vmOneArg(c, what)
+	if err != nil {
+		return "", nil, err
+	}
+	path, err := vmLocateVMX(arg)
+	if err != nil {
+		return "", nil, err
+	}
+	vf, err := vmReadVMX(path)
+	if err != nil {
+		return "", nil, err
+	}
+	return path, vf, nil
+}
+
+// vmReadVMX opens a .vmx read-only and parses it; a folder is a usage
+// error.
 func vmReadVMX(path string) (*vmx.File, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if st.IsDir() {
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
 		return nil, usagef("%s is a folder, not a .vmx file", path)
 	}
-	vf, err := vmx.Parse(f, st.Size())
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return vf, nil
+	return vmx.ReadFile(path)
 }
 
 // vmOpenedVM is an encrypted VMX opened with the user's keys.
@@ -169,41 +174,6 @@ func vmPromptFor(vf *vmx.File) bool {
 	return false
 }
 
-// vmxWriteNew writes data to a temp file in path's folder (mode 0600: it
-// may hold keys), syncs it and moves it to path: with a hard link that
-// fails if path exists, or a rename when replace is set.
-func vmxWriteNew(path string, data []byte, replace bool) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	name := tmp.Name()
-	defer os.Remove(name)
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Chmod(0o600)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	if replace {
-		return os.Rename(name, path)
-	}
-	if err := os.Link(name, path); err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return usagef("%s exists; use --force to replace it", path)
-		}
-		return err
-	}
-	return nil
-}
-
 // vmxCheckOutput refuses, before any work, an OUT that exists without
 // --force or that is the input itself.
 func vmxCheckOutput(c *cli.Context, in string) (string, error) {
@@ -223,19 +193,11 @@ func vmxCheckOutput(c *cli.Context, in string) (string, error) {
 }
 
 func vmxDecrypt(c *cli.Context) error {
-	arg, err := vmOneArg(c, "VMX")
-	if err != nil {
-		return err
-	}
-	in, err := vmLocateVMX(arg)
+	in, vf, err := vmLoadVMX(c, "VMX")
 	if err != nil {
 		return err
 	}
 	out, err := vmxCheckOutput(c, in)
-	if err != nil {
-		return err
-	}
-	vf, err := vmReadVMX(in)
 	if err != nil {
 		return err
 	}
@@ -247,7 +209,7 @@ func vmxDecrypt(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := vmxWriteNew(out, vm.decrypted.Bytes(), c.Bool("force")); err != nil {
+	if err := writeNewFile(out, vm.decrypted.Bytes(), c.Bool("force")); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.App.Writer, "%s: opened by %s (%s); wrote %s (%d bytes of settings)\n",
@@ -309,7 +271,7 @@ func vmxEncrypt(c *cli.Context) error {
 	if _, err := vmOpenVMX(out, enc, []keys.Source{keys.NewPassphrase(pass)}); err != nil {
 		return fmt.Errorf("internal check of the encrypted VMX failed: %w", err)
 	}
-	if err := vmxWriteNew(out, enc.Bytes(), c.Bool("force")); err != nil {
+	if err := writeNewFile(out, enc.Bytes(), c.Bool("force")); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.App.Writer, "%s: encrypted (%s, PBKDF2 %d rounds) to %s\n", in, cipherName, rounds, out)
@@ -317,19 +279,11 @@ func vmxEncrypt(c *cli.Context) error {
 }
 
 func vmxHash(c *cli.Context) error {
-	arg, err := vmOneArg(c, "VMX")
-	if err != nil {
-		return err
-	}
-	in, err := vmLocateVMX(arg)
-	if err != nil {
-		return err
-	}
 	format := strings.ToLower(c.String("format"))
 	if format != "hashcat" && format != "john" {
 		return usagef("--format must be hashcat or john, not %q", c.String("format"))
 	}
-	vf, err := vmReadVMX(in)
+	in, vf, err := vmLoadVMX(c, "VMX")
 	if err != nil {
 		return err
 	}
