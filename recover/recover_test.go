@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/vmcrypt/vmcrypt/fixtures"
+	"github.com/vmcrypt/vmcrypt/recover/datafile"
 	"github.com/vmcrypt/vmcrypt/recover/keys"
 	"github.com/vmcrypt/vmcrypt/vmdk"
 	"github.com/vmcrypt/vmcrypt/vmx"
@@ -411,5 +412,84 @@ func TestFlattenMatchesQemu(t *testing.T) {
 	}
 	if fileSum(t, qraw2) != a {
 		t.Fatal("flattened VMDK differs from qemu's view of the chain")
+	}
+}
+
+// A suspended VM's .vmss and a memory image .vmem, encrypted with the
+// VM's dataFileKey, come back plain; a plain .vmem is copied as it is.
+func TestRecoverSuspendAndMemoryFiles(t *testing.T) {
+	fx, srcs := genFixture(t, fixtures.Recipe{Provider: fixtures.ProviderPassphrase, Seed: 310})
+	vmDir := filepath.Join(fx.Dir, fixtures.VMDir)
+	vf, err := vmx.ReadFile(filepath.Join(vmDir, fixtures.DefaultName+".vmx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks, err := vf.KeySafe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ck, _, err := keys.NewResolver(srcs...).Open(ks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec, err := vmx.Decrypt(vf, ck)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dfk, err := dec.Settings.DataFileKey()
+	if err != nil || dfk == nil {
+		t.Fatalf("dataFileKey: %v %v", dfk, err)
+	}
+	plain := map[string][]byte{}
+	for i, name := range []string{fixtures.DefaultName + "-abc123.vmss", fixtures.DefaultName + "-Snapshot1.vmem", "plain-Snapshot2.vmem"} {
+		b := make([]byte, 3*4096+1000*(i+1)) // a partial last page too
+		fixtures.NewStream(uint64(i), "memory").Read(b)
+		plain[name] = b
+		var enc bytes.Buffer
+		if strings.HasPrefix(name, "plain") {
+			enc.Write(b)
+		} else if err := datafile.Encrypt(&enc, bytes.NewReader(b), int64(len(b)), dfk.Bytes, 2, fixtures.NewStream(9, "iv")); err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(enc.Bytes(), b[:64]) != strings.HasPrefix(name, "plain") {
+			t.Fatalf("%s: encryption did not hide the content", name)
+		}
+		if err := os.WriteFile(filepath.Join(vmDir, name), enc.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := snapshotDir(t, vmDir)
+	out := filepath.Join(t.TempDir(), "out")
+	rep, err := Recover(context.Background(), vmDir, out, &Options{Resolver: keys.NewResolver(srcs...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range plain {
+		got, err := os.ReadFile(filepath.Join(out, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, b) {
+			t.Fatalf("%s: recovered %d bytes differ from the %d plain bytes", name, len(got), len(b))
+		}
+		sum := sha256.Sum256(b)
+		found := false
+		for _, o := range rep.Outputs {
+			found = found || (o.File == name && o.SHA256 == hex.EncodeToString(sum[:]))
+		}
+		if !found {
+			t.Fatalf("%s: not in the report's outputs with its sha256", name)
+		}
+		enc := !strings.HasPrefix(name, "plain")
+		found = false
+		for _, f := range rep.DataFiles {
+			found = found || (f.Output == name && f.Encrypted == enc && f.MACChecked == enc)
+		}
+		if !found {
+			t.Fatalf("%s: not in the report's data files as encrypted=%v", name, enc)
+		}
+	}
+	if !equalMaps(before, snapshotDir(t, vmDir)) {
+		t.Fatal("an input file changed")
 	}
 }
