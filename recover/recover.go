@@ -328,7 +328,35 @@ func NewPlan(vmPath string, opts *Options) (_ *Plan, err error) {
 	if err := claim(ReportName, "the report"); err != nil {
 		return nil, err
 	}
+	p.warns = append(p.warns, unusedDisks(p.dir, ents, p.disks)...)
 	return p, nil
+}
+
+// unusedDisks warns about each .vmdk file of the VM folder that no disk of
+// the VMX reads (a snapshot branch named only in the .vmsd, a detached
+// disk): recover leaves it behind, and says so.
+func unusedDisks(dir string, ents []os.DirEntry, disks []*plannedDisk) []string {
+	used := map[string]bool{}
+	for _, d := range disks {
+		for _, l := range d.od.VMDK.Links() {
+			used[filepath.Clean(l.Path)] = true
+			for _, e := range l.Extents {
+				if e.Path != "" {
+					used[filepath.Clean(e.Path)] = true
+				}
+			}
+		}
+	}
+	var warns []string
+	for _, e := range ents {
+		if !e.Type().IsRegular() || !strings.EqualFold(filepath.Ext(e.Name()), ".vmdk") {
+			continue
+		}
+		if !used[filepath.Clean(filepath.Join(dir, e.Name()))] {
+			warns = append(warns, fmt.Sprintf("%s is not recovered: no disk of the VMX reads it (a snapshot branch named only in the .vmsd, or a detached disk); vmcrypt vmdk export can decrypt it with the same key options", e.Name()))
+		}
+	}
+	return warns
 }
 
 // probeDataFile says whether a data file is encrypted (the container's

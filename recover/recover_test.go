@@ -493,3 +493,48 @@ func TestRecoverSuspendAndMemoryFiles(t *testing.T) {
 		t.Fatal("an input file changed")
 	}
 }
+
+// A .vmdk of the folder that no disk of the VMX reads (a snapshot branch
+// named only in the .vmsd) is left behind with a warning naming it; the
+// files of the chains (deltas, extents) are not named.
+func TestRecoverWarnsUnusedDisk(t *testing.T) {
+	fx, srcs := genFixture(t, fixtures.Recipe{Provider: fixtures.ProviderKMS, Disk: vmdk.SubformatTwoGbMaxExtentSparse, Snapshot: true, Seed: 320})
+	vmDir := filepath.Join(fx.Dir, fixtures.VMDir)
+	rep, err := Recover(context.Background(), vmDir, filepath.Join(t.TempDir(), "a"), &Options{Resolver: keys.NewResolver(srcs...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range rep.Warnings {
+		if strings.Contains(w, "is not recovered") {
+			t.Fatalf("warning on a chain file: %s", w)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(vmDir, fixtures.DefaultName+"-000001.vmdk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	branch := fixtures.DefaultName + "-000002.vmdk"
+	if err := os.WriteFile(filepath.Join(vmDir, branch), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "b")
+	rep, err = Recover(context.Background(), vmDir, out, &Options{Resolver: keys.NewResolver(srcs...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, w := range rep.Warnings {
+		if strings.Contains(w, "is not recovered") {
+			n++
+			if !strings.HasPrefix(w, branch+" is not recovered") {
+				t.Fatalf("warning %q does not name %s", w, branch)
+			}
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d warnings about unused disks, want 1: %q", n, rep.Warnings)
+	}
+	if _, err := os.Stat(filepath.Join(out, branch)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("%s was written: %v", branch, err)
+	}
+}

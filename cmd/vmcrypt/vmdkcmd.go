@@ -197,7 +197,7 @@ func vmdkPrintInfo(out io.Writer, r *vmdkInfoReport) error {
 	fmt.Fprintf(w, "capacity:\t%d bytes (%s)\n", r.Capacity, humanBytes(r.Capacity))
 	enc := "no"
 	if r.Encrypted {
-		enc = "yes (VM encryption: export needs vmcrypt recover)"
+		enc = "yes (VM encryption: export and recover need the VM's keys)"
 	}
 	fmt.Fprintf(w, "encrypted:\t%s\n", enc)
 	fmt.Fprintf(w, "chain:\t%d link(s)\n", len(r.Chain))
