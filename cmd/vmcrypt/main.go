@@ -10,8 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"sort"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -93,9 +95,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 	app.Writer, app.ErrWriter = stdout, stderr
 	err := app.Run(interspersed(app, args))
 	if err != nil {
-		fmt.Fprintf(stderr, "vmcrypt: %v\n", err)
+		fmt.Fprintf(stderr, "vmcrypt: %s\n", message(err))
 	}
 	return exitCode(err)
+}
+
+// message is the one sentence printed for err: the standard library's
+// "open PATH: no such file or directory" reads "PATH does not exist"
+// (whatever context wraps it); every other error is printed as it is.
+func message(err error) string {
+	msg := err.Error()
+	var pe *fs.PathError
+	if errors.As(err, &pe) && errors.Is(pe.Err, fs.ErrNotExist) {
+		msg = strings.Replace(msg, pe.Error(), pe.Path+" does not exist", 1)
+	}
+	return msg
 }
 
 func main() { os.Exit(run(os.Args, os.Stdout, os.Stderr)) }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/vmcrypt/vmcrypt/vmdk"
@@ -45,5 +46,16 @@ func TestUnknownFlagIsUsage(t *testing.T) {
 	}
 	if code, _, _ := runCLI(t, "no-such-command"); code == exitOK {
 		t.Fatalf("unknown command exited 0")
+	}
+}
+
+func TestMissingInputSentence(t *testing.T) {
+	missing := t.TempDir() + "/no-such-vm"
+	for _, args := range [][]string{{"inspect", missing}, {"vmdk", "info", missing + ".vmdk"}, {"scan", missing}} {
+		code, _, stderr := runCLI(t, args...)
+		want := args[len(args)-1] + " does not exist\n"
+		if !strings.HasPrefix(stderr, "vmcrypt: ") || !strings.HasSuffix(stderr, want) || strings.Count(stderr, "\n") != 1 || code != exitFailure {
+			t.Errorf("%v: exit %d, stderr %q; want exit %d, %q", args, code, stderr, exitFailure, want)
+		}
 	}
 }
