@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/urfave/cli/v2"
@@ -21,30 +22,31 @@ const (
 
 func keyFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "passphrase-file", Usage: "read the VM passphrase from `FILE` (one trailing newline is dropped); or set " + envPassphrase},
+		&cli.StringFlag{Name: "passphrase-file", Usage: "read the VM passphrase from `FILE` (a leading BOM and one trailing newline are dropped); or set " + envPassphrase},
 		&cli.StringSliceFlag{Name: "kek", Usage: "KEK `FILE` (JSON) or folder of raw 32-byte keys named by key id; repeatable"},
 		&cli.StringSliceFlag{Name: "nkp-backup", Usage: "Native Key Provider backup `FILE` (.p12); repeatable"},
 		&cli.StringFlag{Name: "nkp-password-file", Usage: "read the NKP backup password from `FILE`; or set " + envNKPPassword + " (empty password if neither)"},
 	}
 }
 
-// readSecretFile reads a secret from a file, dropping one trailing "\n" or
-// "\r\n" (editors add one). The content is otherwise kept byte for byte.
+// readSecretFile reads a secret from a file (or a pipe: `<(...)`), dropping
+// one leading UTF-8 byte-order mark (Notepad writes one) and one trailing
+// "\n" or "\r\n" (editors add one). The content is otherwise kept byte for
+// byte; an empty file is an empty secret.
 func readSecretFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	b := make([]byte, maxSecretFile+1)
-	n, err := f.Read(b)
-	if err != nil && n == 0 {
+	b, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))
+	if err != nil {
 		return nil, fmt.Errorf("reading secret file %s: %w", path, err)
 	}
-	if n > maxSecretFile {
+	if len(b) > maxSecretFile {
 		return nil, usagef("secret file %s is larger than %d bytes", path, maxSecretFile)
 	}
-	b = b[:n]
+	b = bytes.TrimPrefix(b, []byte("\xef\xbb\xbf"))
 	b = bytes.TrimSuffix(b, []byte("\n"))
 	b = bytes.TrimSuffix(b, []byte("\r"))
 	return b, nil
