@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -197,11 +198,13 @@ func vmDescribePair(p *keysafe.Pair) vmLockerInfo {
 		}
 	case keysafe.TypePhrase:
 		li.KeyID = p.Locker.UniqueID
+		// Read from the dict itself, so that a pair refused for its
+		// rounds still shows them.
 		if d, err := keysafe.ParseDict(p.Locker.KeyGenData); err == nil {
 			li.Cipher, _ = d.Get("cipher")
-		}
-		if pp, err := keysafe.ParsePhraseParams(p.Locker.KeyGenData); err == nil {
-			li.Rounds = pp.Rounds
+			if v, ok := d.Get("rounds"); ok {
+				li.Rounds, _ = strconv.Atoi(v)
+			}
 		}
 	}
 	if err := p.Validate(); err != nil {

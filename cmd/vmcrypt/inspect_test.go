@@ -174,3 +174,28 @@ func TestUnlockDisks(t *testing.T) {
 		}
 	}
 }
+
+// A phrase pair refused for its rounds is still listed with them, and
+// unlocking it is refused at once (exit 5).
+func TestInspectRoundsAboveCap(t *testing.T) {
+	b, err := os.ReadFile("../../../shared/vectors/workstation-encrypted.vmx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostile := bytes.Replace(b, []byte("rounds%3d10000%3a"), []byte("rounds%3d10000001%3a"), 1)
+	if bytes.Equal(hostile, b) {
+		t.Fatal("rounds not found in the vector")
+	}
+	p := filepath.Join(t.TempDir(), "vm.vmx")
+	if err := os.WriteFile(p, hostile, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr := runCLI(t, "inspect", p, "--json")
+	if code != exitOK || !strings.Contains(out, `"rounds": 10000001`) || !strings.Contains(out, "above the cap") {
+		t.Fatalf("inspect: exit %d, %s %s", code, out, stderr)
+	}
+	t.Setenv(envPassphrase, "password")
+	if code, _, stderr := runCLI(t, "unlock", p); code != exitCorrupt || !strings.Contains(stderr, "above the cap") {
+		t.Fatalf("unlock: exit %d, %s", code, stderr)
+	}
+}

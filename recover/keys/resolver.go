@@ -74,6 +74,17 @@ func (r *Resolver) phraseKEK(pp *keysafe.PhraseParams, pass []byte) ([]byte, err
 	return d.kek, d.err
 }
 
+// passphrases counts the sources that hold a passphrase.
+func (r *Resolver) passphrases() int {
+	n := 0
+	for _, s := range r.srcs {
+		if _, ok := s.Passphrase(); ok {
+			n++
+		}
+	}
+	return n
+}
+
 // Open unwraps the key a locator holds (a pair, or a list of pairs: several
 // ways to open the same key). For each pair it tries every source that can
 // open it: a phrase locker with every passphrase source, an fqid locker
@@ -93,6 +104,8 @@ func (r *Resolver) Open(l *keysafe.Locator) (*keysafe.Key, Opened, error) {
 		return nil, Opened{}, fmt.Errorf("key safe holds no locked key (%s locator): %w", l.Type, keysafe.ErrUnsupported)
 	}
 	usable := 0
+	var rounds int64 // PBKDF2 rounds of the distinct phrase pairs
+	seen := map[string]bool{}
 	for i, p := range pairs {
 		if p.Locker == nil {
 			return nil, Opened{}, fmt.Errorf("key safe pair %d has no locker: %w", i+1, keysafe.ErrCorrupt)
@@ -103,7 +116,19 @@ func (r *Resolver) Open(l *keysafe.Locator) (*keysafe.Key, Opened, error) {
 		if err := p.Validate(); err != nil {
 			return nil, Opened{}, fmt.Errorf("key safe pair %d: %w", i+1, err)
 		}
+		if p.Locker.Type == keysafe.TypePhrase && !seen[p.Locker.KeyGenData] {
+			seen[p.Locker.KeyGenData] = true
+			pp, err := keysafe.ParsePhraseParams(p.Locker.KeyGenData)
+			if err != nil {
+				return nil, Opened{}, fmt.Errorf("key safe pair %d: %w", i+1, err)
+			}
+			rounds += int64(pp.Rounds)
+		}
 		usable++
+	}
+	if n := int64(r.passphrases()); rounds*n > keysafe.MaxTotalRounds {
+		return nil, Opened{}, fmt.Errorf("key safe asks for %d PBKDF2 rounds over %d phrase pairs and %d passphrase(s), above the cap of %d: %w",
+			rounds*n, len(seen), n, keysafe.MaxTotalRounds, keysafe.ErrUnsupported)
 	}
 	if usable == 0 {
 		return nil, Opened{}, fmt.Errorf("key safe holds no passphrase or key-provider pair (first locker: %s): %w", pairs[0].Locker.Type, keysafe.ErrUnsupported)

@@ -219,3 +219,31 @@ func TestResolverSkipsOfflineLockers(t *testing.T) {
 		t.Fatalf("ldap only: %v", err)
 	}
 }
+
+// A key safe of many phrase pairs, each under MaxRounds with its own salt,
+// is refused as unsupported before any derivation; the same pairs without
+// a passphrase to try cost nothing and report the missing key.
+func TestResolverTotalRoundsCap(t *testing.T) {
+	key := randKey(t, keysafe.CipherXTSAES256)
+	var pairs []*keysafe.Pair
+	for range 5 {
+		p, err := keysafe.LockPhrase(key, []byte("pw"), keysafe.CipherXTSAES256, 1, rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kg := regexp.MustCompile(`rounds=1(:|$)`).ReplaceAllString(p.Locker.KeyGenData, "rounds=10000000$1")
+		if kg == p.Locker.KeyGenData {
+			t.Fatalf("no rounds in %q", kg)
+		}
+		p.Locker.KeyGenData = kg
+		pairs = append(pairs, p)
+	}
+	r := NewResolver(NewPassphrase([]byte("pw")))
+	_, _, err := r.Open(keysafe.NewList(pairs...))
+	if !errors.Is(err, keysafe.ErrUnsupported) || r.derivations.Load() != 0 {
+		t.Fatalf("5 pairs of 10M rounds: %v after %d derivations", err, r.derivations.Load())
+	}
+	if _, _, err := NewResolver(&kekSource{name: "k"}).Open(keysafe.NewList(pairs...)); !errors.Is(err, keysafe.ErrKeyNotFound) {
+		t.Fatalf("no passphrase: %v", err)
+	}
+}

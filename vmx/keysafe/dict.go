@@ -16,6 +16,11 @@ const (
 	// MaxRounds caps PBKDF2 rounds: a larger work factor is refused as
 	// unsupported before any derivation (VMware uses 10000).
 	MaxRounds = 10_000_000
+	// MaxTotalRounds caps the PBKDF2 rounds one key safe may ask for over
+	// all its phrase pairs (and all the passphrases tried): a list of many
+	// pairs, each under MaxRounds with its own salt, would otherwise cost
+	// hours before the answer "wrong passphrase".
+	MaxTotalRounds = 4 * MaxRounds
 	// MaxSaltLen caps the PBKDF2 salt (VMware uses 16 bytes).
 	MaxSaltLen = 256
 )
