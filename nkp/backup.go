@@ -27,9 +27,12 @@ const (
 	// MaxIterations caps every PBKDF2 / PKCS#12 KDF iteration count; larger
 	// counts are refused (ErrUnsupported) before any KDF work.
 	MaxIterations = 10_000_000
-	// MaxTotalIterations caps the KDF iterations of a whole backup: the MAC
-	// plus every encrypted container and key entry (a 3DES entry counts
-	// twice, for its key and IV derivations). Each count is below
+	// MaxTotalIterations caps the KDF work of a whole backup, counted in
+	// iterations times the passes each derivation needs: the MAC (twice,
+	// for the two forms of an empty password), every encrypted container
+	// and key entry (PBKDF2: one pass per hash output the key needs, two
+	// for AES-256 with HMAC-SHA1; the PKCS#12 KDF of a 3DES entry: two
+	// for its key, one for its IV). Each count is below
 	// MaxIterations, but hundreds of entries at that cap would keep Open
 	// busy for an hour; a larger total is refused (ErrUnsupported) before
 	// any KDF work.
@@ -81,6 +84,8 @@ var digests = []hashAlg{
 	{"SHA-256", oidSHA256, sha256.New},
 	{"SHA-384", asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 2, 2}, sha512.New384},
 	{"SHA-512", asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 2, 3}, sha512.New},
+	{"SHA-512/224", asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 2, 5}, sha512.New512_224},
+	{"SHA-512/256", asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 2, 6}, sha512.New512_256},
 }
 
 var prfs = []hashAlg{
@@ -270,7 +275,7 @@ func ParseBytes(buf []byte) (*Backup, error) {
 func (b *Backup) work() int {
 	w := 0
 	if b.mac != nil {
-		w += b.mac.iterations
+		w += 2 * b.mac.iterations // bmpCandidates: up to two forms
 	}
 	for _, c := range b.Containers {
 		w += c.pbe.work()
@@ -288,16 +293,18 @@ func bagsWork(bags []Bag) int {
 	return w
 }
 
-// work returns the KDF iterations of one decryption (0 for nil): PBKDF2
-// once, the PKCS#12 KDF twice (key and IV).
+// work returns the KDF work of one decryption (0 for nil): the iterations
+// times the passes, PBKDF2 one per hash output of the key, the PKCS#12
+// KDF of 3DES two for the 24-byte key and one for the IV (SHA-1).
 func (p *pbe) work() int {
 	switch {
 	case p == nil:
 		return 0
 	case p.pbes2:
-		return p.info.Iterations
+		size := p.prf().Size()
+		return p.info.Iterations * ((p.keyLen + size - 1) / size)
 	}
-	return 2 * p.info.Iterations
+	return 3 * p.info.Iterations
 }
 
 func parseMacData(b []byte) (*macData, []byte, error) {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha1"
 	"crypto/sha512"
+	"encoding/asn1"
 	"encoding/hex"
 	"errors"
 	"net/url"
@@ -345,6 +346,20 @@ func TestTotalIterationCap(t *testing.T) {
 	if _, err := ParseBytes(pfx(authSafe, pw, salt, 1)); err != nil {
 		t.Fatal(err)
 	}
+	// With HMAC-SHA1, PBKDF2 runs two passes for a 32-byte key: the same
+	// three entries are twice the work, over the total.
+	sha1Bag := func(it int) []byte {
+		pbes2 := seq(mustOID(oidPBES2), seq(
+			seq(mustOID(oidPBKDF2), seq(octet(salt), integer(it), integer(32), seq(mustOID(asn1.ObjectIdentifier{1, 2, 840, 113549, 2, 7}), []byte{5, 0}))),
+			seq(mustOID(oidAES256CBC), octet(make([]byte, 16)))))
+		return seq(mustOID(oidShroudedKeyBag), explicit0(seq(pbes2, octet(make([]byte, 64)))),
+			set(seq(mustOID(oidFriendlyName), set(bmpString("ec41612e-cc4c-5386-a3a5-f24b43d97d01")))))
+	}
+	three := seq(sha1Bag(MaxIterations), sha1Bag(MaxIterations), sha1Bag(MaxIterations))
+	authSafe = seq(seq(mustOID(oidData), explicit0(octet(three))))
+	if _, err := ParseBytes(pfx(authSafe, pw, salt, 1)); !errors.Is(err, keysafe.ErrUnsupported) {
+		t.Fatalf("three HMAC-SHA1 entries at the cap: %v, want ErrUnsupported", err)
+	}
 }
 
 // TestIndefiniteLength: a BER indefinite-length PFX is refused as
@@ -512,6 +527,8 @@ func TestKeytoolWritesVmcryptReads(t *testing.T) {
 		{"", "PBES2", true},
 		{"-J-Dkeystore.pkcs12.legacy", "pbeWithSHAAnd3-KeyTripleDES-CBC", true},
 		{"-J-Dkeystore.pkcs12.macAlgorithm=NONE", "PBES2", false},
+		{"-J-Dkeystore.pkcs12.macAlgorithm=HmacPBESHA512/256", "PBES2", true},
+		{"-J-Dkeystore.pkcs12.macAlgorithm=HmacPBESHA512/224", "PBES2", true},
 	} {
 		id := newTestKDK(t, "").ID.String()
 		f := filepath.Join(dir, id+".p12")
@@ -541,11 +558,35 @@ func TestKeytoolWritesVmcryptReads(t *testing.T) {
 			t.Fatalf("%s wrong password: %v", v.jflag, err)
 		}
 	}
+	// A legacy store that also holds a certificate in an RC2-40 container
+	// (which vmcrypt does not decrypt): the right password opens the KDK,
+	// a wrong one is a wrong password (the MAC says so), not "unsupported".
+	id := newTestKDK(t, "").ID.String()
+	legacy := filepath.Join(dir, "legacy-cert.p12")
+	run(t, "keytool", "-J-Dkeystore.pkcs12.legacy", "-genseckey", "-keyalg", "AES", "-keysize", "256", "-storetype", "PKCS12",
+		"-alias", id, "-keystore", legacy, "-storepass", "Pa55word!")
+	certStore, cert := filepath.Join(dir, "cert.p12"), filepath.Join(dir, "cert.pem")
+	run(t, "keytool", "-genkeypair", "-keyalg", "EC", "-alias", "ca", "-dname", "CN=ca", "-storetype", "PKCS12",
+		"-keystore", certStore, "-storepass", "Pa55word!")
+	run(t, "keytool", "-exportcert", "-rfc", "-alias", "ca", "-keystore", certStore, "-storepass", "Pa55word!", "-file", cert)
+	run(t, "keytool", "-J-Dkeystore.pkcs12.legacy", "-importcert", "-noprompt", "-alias", "ca", "-file", cert,
+		"-storetype", "PKCS12", "-keystore", legacy, "-storepass", "Pa55word!")
+	raw, _ := os.ReadFile(legacy)
+	lb, err := ParseBytes(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kdks, err := lb.Open([]byte("Pa55word!")); err != nil || kdks[0].ID.String() != id {
+		t.Fatalf("legacy store with a certificate: %v", err)
+	}
+	if _, err := lb.Open([]byte("Pa55word?")); !errors.Is(err, keysafe.ErrWrongKey) {
+		t.Fatalf("legacy store with a certificate, wrong password: %v", err)
+	}
 	// An alias that is not a UUID is not a KDK id: unsupported, not a KDK.
 	f := filepath.Join(dir, "mykey.p12")
 	run(t, "keytool", "-genseckey", "-keyalg", "AES", "-keysize", "256", "-storetype", "PKCS12",
 		"-alias", "mykey", "-keystore", f, "-storepass", "Pa55word!", "-keypass", "Pa55word!")
-	raw, _ := os.ReadFile(f)
+	raw, _ = os.ReadFile(f)
 	b, err := ParseBytes(raw)
 	if err != nil {
 		t.Fatal(err)

@@ -50,11 +50,11 @@ func (b *Backup) Open(password []byte) ([]KDK, error) {
 	}
 	if b.mac != nil && !macOK {
 		if opened > 0 {
-			return nil, corruptf("macData", "the MAC does not match although the password opens the key entry: the file was changed")
+			return nil, corruptf("macData", "the MAC does not match although the password opens the key entry: the file was changed, or its store password differs from this key password")
 		}
-		if err != nil && !errors.Is(err, errDecrypt) && !errors.Is(err, keysafe.ErrWrongKey) {
-			return nil, err
-		}
+		// A MAC we can compute failed and nothing opened: the password
+		// is wrong, whatever else the file holds that we cannot read
+		// (a legacy RC2 certificate container, say).
 		return nil, fmt.Errorf("NKP backup: the password does not match the backup's MAC: %w", keysafe.ErrWrongKey)
 	}
 	if err != nil {
