@@ -86,8 +86,11 @@ func ParseKEKJSON(name string, data []byte) (*KEKFile, error) {
 	if len(data) > MaxKEKFileSize {
 		return nil, fmt.Errorf("KEK file %s is larger than %d bytes: %w", name, MaxKEKFileSize, keysafe.ErrUnsupported)
 	}
-	trimmed := bytes.TrimLeft(data, " \t\r\n")
-	trimmed = bytes.TrimPrefix(trimmed, []byte("\xef\xbb\xbf")) // a BOM some editors add
+	if bytes.HasPrefix(data, []byte("\xff\xfe")) || bytes.HasPrefix(data, []byte("\xfe\xff")) {
+		return nil, fmt.Errorf("KEK file %s is UTF-16 text (PowerShell's default): save it as UTF-8: %w", name, keysafe.ErrCorrupt)
+	}
+	trimmed := bytes.TrimPrefix(data, []byte("\xef\xbb\xbf")) // a BOM some editors add
+	trimmed = bytes.TrimLeft(trimmed, " \t\r\n")
 	dec := json.NewDecoder(bytes.NewReader(trimmed))
 	dec.DisallowUnknownFields()
 	var list []kekJSON
@@ -197,7 +200,7 @@ func openKEKDir(dir string) (*KEKFile, error) {
 func (kf *KEKFile) add(e kekEntry) error {
 	for _, o := range kf.entries {
 		overlap := o.provider == "" || e.provider == "" || strings.EqualFold(o.provider, e.provider)
-		if overlap && sameKeyID(o.keyID, e.keyID) && !bytes.Equal(o.key, e.key) {
+		if overlap && sameKeyID(o.canonicalID(), e.canonicalID()) && !bytes.Equal(o.key, e.key) {
 			return fmt.Errorf("%s and %s name the same key with different bytes: %w", o.where, e.where, keysafe.ErrCorrupt)
 		}
 	}
@@ -241,6 +244,17 @@ func folderNameMatches(e kekEntry, keyID string) bool {
 	}
 	u, err := url.PathUnescape(e.keyID)
 	return err == nil && u == keyID
+}
+
+// canonicalID is the key id an entry answers to: a key file's name
+// unescaped (a key id with '/' or '+' is stored as %2F, %2B), else the id.
+func (e kekEntry) canonicalID() string {
+	if strings.HasPrefix(e.where, "file ") && strings.Contains(e.keyID, "%") {
+		if u, err := url.PathUnescape(e.keyID); err == nil {
+			return u
+		}
+	}
+	return e.keyID
 }
 
 func sameKeyID(a, b string) bool {

@@ -105,6 +105,7 @@ func TestKEKFileRefusals(t *testing.T) {
 		{"not JSON", `keyId=x`, keysafe.ErrCorrupt},
 		{"truncated", `[{"keyId": "x", "key": "` + k, keysafe.ErrCorrupt},
 		{"conflict", `[{"keyId": "x", "key": "` + k + `"}, {"keyId": "x", "key": "` + b64(rand32(t)) + `"}]`, keysafe.ErrCorrupt},
+		{"UTF-16", "\xff\xfe{\x00}\x00", keysafe.ErrCorrupt},
 		{"too large", `[` + strings.Repeat(" ", MaxKEKFileSize) + `]`, keysafe.ErrUnsupported},
 		{"too many", `[` + strings.Repeat(`{"keyId": "x", "key": "`+k+`"},`, MaxKEKEntries) + `{"keyId": "x", "key": "` + k + `"}]`, keysafe.ErrUnsupported},
 	}
@@ -114,6 +115,10 @@ func TestKEKFileRefusals(t *testing.T) {
 		if !errors.Is(err, c.want) {
 			t.Errorf("%s: %v, want %v", c.name, err, c.want)
 		}
+	}
+	// A BOM, then white space, then the object (Notepad, PowerShell 7).
+	if _, err := OpenKEKFile(writeFile(t, dir, "bom.json", "\xef\xbb\xbf\r\n  {\"keyId\": \"x\", \"key\": \""+k+"\"}\r\n")); err != nil {
+		t.Fatalf("BOM and white space: %v", err)
 	}
 	// Identical duplicates are harmless.
 	p := writeFile(t, dir, "dup.json", `[{"keyId": "x", "key": "`+k+`"}, {"keyId": "x", "key": "`+k+`"}]`)
@@ -148,6 +153,14 @@ func TestKEKFolder(t *testing.T) {
 	}
 	if _, err := kf.KEK("KMS", "other"); !errors.Is(err, keysafe.ErrKeyNotFound) {
 		t.Fatal(err)
+	}
+	// The same key id stored raw and escaped, with different bytes: which
+	// one answered would depend on the folder's order, so it is refused.
+	clash := t.TempDir()
+	os.WriteFile(filepath.Join(clash, "AQEA+key"), k1, 0o600)
+	os.WriteFile(filepath.Join(clash, "AQEA%2Bkey"), k2, 0o600)
+	if _, err := OpenKEKFile(clash); !errors.Is(err, keysafe.ErrCorrupt) || !strings.Contains(err.Error(), "same key") {
+		t.Fatalf("raw and escaped names of one key id: %v", err)
 	}
 	// A file of the wrong size is corrupt, naming the file.
 	os.WriteFile(filepath.Join(dir, "bad-key"), make([]byte, 33), 0o600)

@@ -92,7 +92,7 @@ func (s *NKPBackup) KEK(provider, keyID string) ([]byte, error) {
 		}
 		kek, err := s.kdks[i].Unwrap(kid)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", s.name, err)
+			return nil, err // the Resolver names the source
 		}
 		return kek, nil
 	}

@@ -112,4 +112,30 @@ func TestNKPSource(t *testing.T) {
 	if got, err := src.KEK("any-provider-name", kid.String()); err != nil || !bytes.Equal(got, kek) {
 		t.Fatalf("provider must not matter: %v", err)
 	}
+	// Another backup holding a different key under the same KDK id: the
+	// GCM tag fails under it, and the right backup still opens the VM in
+	// either order; alone it is corrupt, named once.
+	clashKDK := newKDK(t)
+	clashKDK.ID = kdk.ID
+	clashDir := t.TempDir()
+	clashPath := filepath.Join(clashDir, "clash.p12")
+	if err := os.Rename(writeBackup(t, clashDir, clashKDK, "pw"), clashPath); err != nil {
+		t.Fatal(err)
+	}
+	clash, err := OpenNKPBackup(clashPath, []byte("pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if clash.Name() == src.Name() {
+		t.Fatalf("both sources are named %q", clash.Name())
+	}
+	for _, order := range [][]Source{{clash, src}, {src, clash}} {
+		if got, op, err := NewResolver(order...).Open(loc); err != nil || !bytes.Equal(got.Bytes, key.Bytes) || op.Source != src.Name() {
+			t.Fatalf("%s first: %v %+v", order[0].Name(), err, op)
+		}
+	}
+	_, _, err = NewResolver(clash).Open(loc)
+	if !errors.Is(err, keysafe.ErrCorrupt) || strings.Count(err.Error(), clash.Name()) != 1 {
+		t.Fatalf("clashing KDK alone: %v", err)
+	}
 }

@@ -88,12 +88,13 @@ func (r *Resolver) passphrases() int {
 // Open unwraps the key a locator holds (a pair, or a list of pairs: several
 // ways to open the same key). For each pair it tries every source that can
 // open it: a phrase locker with every passphrase source, an fqid locker
-// with every source's KEK(provider, keyID). A wrong key or a source that
-// lacks the key moves on to the next; corrupt or unsupported input stops at
-// once (every pair is validated before any key work).
+// with every source's KEK(provider, keyID). A wrong key, a source that
+// lacks the key, or one whose key does not unwrap the key id (ErrCorrupt)
+// moves on to the next; corrupt or unsupported input stops at once (every
+// pair is validated before any key work).
 //
-// When nothing opens: ErrWrongKey if some source held a candidate that
-// failed the MAC; otherwise a *keysafe.KeyNotFoundError naming the first
+// When nothing opens: the first ErrCorrupt of a source, else ErrWrongKey if
+// some source held a candidate that failed the MAC; otherwise a *keysafe.KeyNotFoundError naming the first
 // locker's provider and key id (provider "passphrase" for a phrase locker).
 func (r *Resolver) Open(l *keysafe.Locator) (*keysafe.Key, Opened, error) {
 	if l == nil {
@@ -133,7 +134,7 @@ func (r *Resolver) Open(l *keysafe.Locator) (*keysafe.Key, Opened, error) {
 	if usable == 0 {
 		return nil, Opened{}, fmt.Errorf("key safe holds no passphrase or key-provider pair (first locker: %s): %w", pairs[0].Locker.Type, keysafe.ErrUnsupported)
 	}
-	var wrong error
+	var wrong, corrupt error
 	notFound := notFoundFor(pairs)
 	for i, p := range pairs {
 		switch p.Locker.Type {
@@ -176,6 +177,14 @@ func (r *Resolver) Open(l *keysafe.Locator) (*keysafe.Key, Opened, error) {
 					case errors.Is(err, keysafe.ErrWrongKey):
 						wrong = fmt.Errorf("%s: %w", s.Name(), err)
 						continue
+					case errors.Is(err, keysafe.ErrCorrupt):
+						// This source holds the key id but it does not
+						// unwrap (an altered key id, or another key under
+						// the same id): another source may still open it.
+						if corrupt == nil {
+							corrupt = fmt.Errorf("%s: %w", s.Name(), err)
+						}
+						continue
 					}
 					return nil, Opened{}, fmt.Errorf("%s: %w", s.Name(), err)
 				}
@@ -190,6 +199,9 @@ func (r *Resolver) Open(l *keysafe.Locator) (*keysafe.Key, Opened, error) {
 				return nil, Opened{}, err
 			}
 		}
+	}
+	if corrupt != nil {
+		return nil, Opened{}, corrupt
 	}
 	if wrong != nil {
 		return nil, Opened{}, wrong

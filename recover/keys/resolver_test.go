@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"regexp"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -106,12 +107,21 @@ func TestResolverFQIDAndList(t *testing.T) {
 	if _, _, err := NewResolver(&kekSource{name: "empty"}).Open(l); !errors.As(err, &kn) || kn.Provider != "KMS" || kn.KeyID != "id-1" {
 		t.Fatalf("missing: %v", err)
 	}
-	// A source failing with corruption stops at once, even with a good passphrase after it.
+	// A source whose key does not unwrap the key id (ErrCorrupt) gives way
+	// to a source that opens it, and is the answer when none does.
 	broken := &kekSource{name: "broken", err: keysafe.ErrCorrupt}
-	if _, _, err := NewResolver(broken, NewPassphrase([]byte("pw"))).Open(l); !errors.Is(err, keysafe.ErrCorrupt) {
-		t.Fatalf("corrupt source: %v", err)
+	if _, op, err := NewResolver(broken, src).Open(l); err != nil || op.Source != src.Name() {
+		t.Fatalf("corrupt source then right one: %v %+v", err, op)
 	}
-	// A source saying wrong key (e.g. NKP backup of another KDK) moves on.
+	if _, _, err := NewResolver(broken, bad).Open(l); !errors.Is(err, keysafe.ErrCorrupt) || !strings.HasPrefix(err.Error(), "broken: ") {
+		t.Fatalf("corrupt and wrong sources: %v", err)
+	}
+	// Unsupported (or I/O) from a source stops at once.
+	odd := &kekSource{name: "odd", err: keysafe.ErrUnsupported}
+	if _, _, err := NewResolver(odd, src).Open(l); !errors.Is(err, keysafe.ErrUnsupported) {
+		t.Fatalf("unsupported source: %v", err)
+	}
+	// A source saying wrong key moves on.
 	other := &kekSource{name: "other backup", err: keysafe.ErrWrongKey}
 	if _, _, err := NewResolver(other, src).Open(l); err != nil {
 		t.Fatalf("wrong-key source then right one: %v", err)
