@@ -598,14 +598,15 @@ func (l *Link) openDescriptorFile(f *os.File, size int64, opts *OpenOptions) err
 				ext, err = openDelta(ef, esize, p, line.Type)
 				info.Format = deltaFormat(line.Type)
 				if err == nil && ext.size() != n {
-					l.warn(fmt.Sprintf("%s: the descriptor gives %d sectors, the delta header %d", p, line.Sectors, ext.size()/SectorSize))
-					ext = &sizedExtent{ext, n}
+					l.warn(fmt.Sprintf("%s: the descriptor gives %d sectors, the delta header %d; using the header's, as qemu does", p, line.Sectors, ext.size()/SectorSize))
 				}
 			}
 			if err != nil {
 				return err
 			}
 		}
+		n = ext.size() // a sparse or delta extent's header sizes it
+		info.Size = n
 		l.exts = append(l.exts, ext)
 		l.starts = append(l.starts, start)
 		l.Extents = append(l.Extents, info)
@@ -616,23 +617,6 @@ func (l *Link) openDescriptorFile(f *os.File, size int64, opts *OpenOptions) err
 	}
 	l.size = start
 	return nil
-}
-
-// sizedExtent shows an extent with the size the descriptor gives it:
-// clipped, or padded with unallocated bytes.
-type sizedExtent struct {
-	extent
-	n int64
-}
-
-func (e *sizedExtent) size() int64 { return e.n }
-
-func (e *sizedExtent) mapAt(off int64) (State, int64, error) {
-	if in := e.extent.size(); off >= in {
-		return Unallocated, e.n - off, nil
-	}
-	st, n, err := e.extent.mapAt(off)
-	return st, min(n, e.n-off), err
 }
 
 func looksLikeText(b []byte) bool {

@@ -212,12 +212,11 @@ func openSparse(f io.ReaderAt, fileSize int64, name string, virt int64, cache *g
 		footer:     footer,
 		cache:      cache, id: id, warn: warn,
 	}
+	// The header's capacity sizes the extent, as qemu does: a descriptor
+	// line that disagrees would shift every later extent.
 	s.virt = s.capBytes
-	if virt >= 0 {
-		if virt != s.capBytes {
-			warn(fmt.Sprintf("%s: the descriptor gives the extent %d sectors, its header %d; using %d (beyond the header's capacity reads zeros)", name, virt/SectorSize, h.Capacity, virt/SectorSize))
-		}
-		s.virt = virt
+	if virt >= 0 && virt != s.capBytes {
+		warn(fmt.Sprintf("%s: the descriptor gives the extent %d sectors, its header %d; using the header's, as qemu does", name, virt/SectorSize, h.Capacity))
 	}
 	if h.UncleanShutdown != 0 {
 		warn(fmt.Sprintf("%s: the header marks an unclean shutdown; data written last may be missing", name))
