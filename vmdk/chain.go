@@ -65,8 +65,8 @@ func Open(path string, opts *OpenOptions) (*Disk, error) {
 		d.links = append(d.links, l)
 		hint := l.Descriptor.ParentFileNameHint
 		if hint == "" {
-			if l.ParentCID != NoParentCID && l.Descriptor.CreateType != "" && strings.Contains(strings.ToLower(l.Descriptor.CreateType), "sparse") && l.Level > 0 {
-				l.warn(fmt.Sprintf("%s: parentCID is set but there is no parentFileNameHint; read as the base disk", l.Path))
+			if l.ParentCID != NoParentCID && l.Descriptor.CreateType != "" && strings.Contains(strings.ToLower(l.Descriptor.CreateType), "sparse") {
+				l.warn(fmt.Sprintf("%s: parentCID %08x names a parent but there is no parentFileNameHint; read as a base disk: what it does not hold reads as zeros, not as the parent's data", l.Path, l.ParentCID))
 			}
 			break
 		}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"path/filepath"
 )
 
 // Hosted sparse (KDMV) files as Write lays them out, all offsets in
@@ -31,6 +32,8 @@ const (
 	// maxStreamGTBytes caps the grain-table memory of a stream (whose
 	// tables are written after all grains): 1 GiB, 16 TiB at 64 KiB grains.
 	maxStreamGTBytes = 1 << 30
+	// maxGTESector is the last sector a 32-bit grain-table entry can name.
+	maxGTESector = 0xffffffff
 )
 
 // wHeader is a KDMV header to encode.
@@ -126,6 +129,9 @@ func (s *sparseOut) put(j *grainJob) error {
 		s.zeroed = true
 		s.zeroBytes += j.n
 	case Data:
+		if s.next/SectorSize > maxGTESector {
+			return fmt.Errorf("%s: the grains pass 2 TiB of file, beyond what 32-bit grain-table entries address; write twoGbMaxExtentSparse with smaller extents, or monolithicFlat: %w", filepath.Base(s.of.final), ErrUnsupported)
+		}
 		if _, err := s.of.f.WriteAt(j.buf[:s.grain], s.next); err != nil {
 			return err
 		}
