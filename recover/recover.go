@@ -426,6 +426,51 @@ func (p *Plan) NeedBytes() int64 {
 // ErrNoSpace means the output folder lacks the space the outputs need.
 var ErrNoSpace = errors.New("not enough free space")
 
+// rename moves a file into place (a variable so that tests can make a
+// publish fail half-way).
+var rename = os.Rename
+
+// ErrOutputExists means an output file exists and Force is not set.
+var ErrOutputExists = errors.New("output exists")
+
+// ErrOutputIsInput means the output folder is a folder that holds inputs
+// (the VM folder, or a folder of a disk's file): refused even with Force,
+// for it would replace the encrypted originals.
+var ErrOutputIsInput = errors.New("the output folder holds the inputs")
+
+// inputDirs returns the folders the plan reads from.
+func (p *Plan) inputDirs() []string {
+	dirs := []string{p.dir}
+	for _, d := range p.disks {
+		for _, l := range d.od.VMDK.Links() {
+			dirs = append(dirs, filepath.Dir(l.Path))
+			for _, e := range l.Extents {
+				if e.Path != "" {
+					dirs = append(dirs, filepath.Dir(e.Path))
+				}
+			}
+		}
+	}
+	for _, f := range p.files {
+		dirs = append(dirs, filepath.Dir(f.path))
+	}
+	return dirs
+}
+
+// checkOutDir refuses an output folder that is one of the input folders.
+func (p *Plan) checkOutDir(outDir string) error {
+	ost, err := os.Stat(outDir)
+	if err != nil {
+		return nil // it does not exist yet: it holds no input
+	}
+	for _, d := range p.inputDirs() {
+		if st, err := os.Stat(d); err == nil && os.SameFile(ost, st) {
+			return fmt.Errorf("%s is %s, where the encrypted inputs are: choose another output folder: %w", outDir, d, ErrOutputIsInput)
+		}
+	}
+	return nil
+}
+
 // Run writes the plain VM into outDir (created if needed). Every output is
 // written under a staging folder inside outDir, verified, and renamed into
 // place only when everything is complete; on failure or cancellation the
@@ -433,11 +478,17 @@ var ErrNoSpace = errors.New("not enough free space")
 func (p *Plan) Run(ctx context.Context, outDir string) (rep *Report, err error) {
 	start := time.Now()
 	o := &p.opts
-	if !o.Force {
-		for _, name := range p.outputs {
-			if _, err := os.Lstat(filepath.Join(outDir, name)); err == nil {
-				return nil, fmt.Errorf("%s already exists (use --force to replace it): %w", filepath.Join(outDir, name), os.ErrExist)
-			}
+	if err := p.checkOutDir(outDir); err != nil {
+		return nil, err
+	}
+	for _, name := range p.outputs {
+		st, err := os.Lstat(filepath.Join(outDir, name))
+		switch {
+		case err != nil:
+		case st.IsDir():
+			return nil, fmt.Errorf("%s is a folder where an output file goes: move it away: %w", filepath.Join(outDir, name), ErrOutputExists)
+		case !o.Force:
+			return nil, fmt.Errorf("%s already exists (use --force to replace it): %w", filepath.Join(outDir, name), ErrOutputExists)
 		}
 	}
 	createdDir := false
@@ -539,28 +590,50 @@ func (p *Plan) Run(ctx context.Context, outDir string) (rep *Report, err error) 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	// Publish: rename every staged file into place, the report last.
+	// Publish: rename every staged file into place, the report last. A
+	// file being replaced (Force) is first moved aside into the staging
+	// folder and put back if a later rename fails, so that a failure leaves
+	// the previous recovery as it was.
 	ents, err = os.ReadDir(stage)
 	if err != nil {
 		return nil, err
 	}
 	sort.Slice(ents, func(i, j int) bool { return ents[j].Name() == ReportName })
+	aside := filepath.Join(stage, ".replaced")
+	type moved struct{ dst, aside string }
 	var done []string
+	var setAside []moved
+	undo := func() {
+		for _, d := range done {
+			os.Remove(d)
+		}
+		for _, m := range setAside {
+			rename(m.aside, m.dst)
+		}
+	}
 	for _, e := range ents {
 		dst := filepath.Join(outDir, e.Name())
-		if !o.Force {
-			if _, err := os.Lstat(dst); err == nil {
-				for _, d := range done {
-					os.Remove(d)
+		if st, err := os.Lstat(dst); err == nil {
+			if !o.Force || st.IsDir() {
+				undo()
+				return nil, fmt.Errorf("%s appeared while recovering: %w", dst, ErrOutputExists)
+			}
+			if len(setAside) == 0 {
+				if err := os.Mkdir(aside, 0o700); err != nil {
+					undo()
+					return nil, err
 				}
-				return nil, fmt.Errorf("%s appeared while recovering: %w", dst, os.ErrExist)
 			}
+			m := moved{dst, filepath.Join(aside, e.Name())}
+			if err := rename(dst, m.aside); err != nil {
+				undo()
+				return nil, fmt.Errorf("moving the old %s aside: %w", dst, err)
+			}
+			setAside = append(setAside, m)
 		}
-		if err := os.Rename(filepath.Join(stage, e.Name()), dst); err != nil {
-			for _, d := range done {
-				os.Remove(d)
-			}
-			return nil, err
+		if err := rename(filepath.Join(stage, e.Name()), dst); err != nil {
+			undo()
+			return nil, fmt.Errorf("moving %s into place: %w", dst, err)
 		}
 		done = append(done, dst)
 	}

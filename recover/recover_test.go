@@ -224,8 +224,8 @@ func TestRecoverFixtures(t *testing.T) {
 			}
 			// A second run refuses existing outputs, and writes nothing.
 			before2 := snapshotDir(t, out)
-			if _, err := Recover(context.Background(), vmDir, out, &Options{Resolver: keys.NewResolver(srcs...), Format: c.format, Flatten: c.flatten}); !errors.Is(err, os.ErrExist) {
-				t.Fatalf("second run: %v, want ErrExist", err)
+			if _, err := Recover(context.Background(), vmDir, out, &Options{Resolver: keys.NewResolver(srcs...), Format: c.format, Flatten: c.flatten}); !errors.Is(err, ErrOutputExists) {
+				t.Fatalf("second run: %v, want ErrOutputExists", err)
 			}
 			if !equalMaps(before2, snapshotDir(t, out)) {
 				t.Fatal("refused run changed the output folder")
@@ -536,5 +536,69 @@ func TestRecoverWarnsUnusedDisk(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(out, branch)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("%s was written: %v", branch, err)
+	}
+}
+
+// The VM folder itself as the output folder is refused, --force or not:
+// the encrypted originals are never replaced.
+func TestRecoverOutputIsInput(t *testing.T) {
+	fx, srcs := genFixture(t, fixtures.Recipe{Provider: fixtures.ProviderPassphrase, Snapshot: true, Seed: 330})
+	vmDir := filepath.Join(fx.Dir, fixtures.VMDir)
+	before := snapshotDir(t, vmDir)
+	for _, out := range []string{vmDir, vmDir + "/.", filepath.Join(vmDir, "..", fixtures.VMDir)} {
+		for _, force := range []bool{false, true} {
+			_, err := Recover(context.Background(), vmDir, out, &Options{Resolver: keys.NewResolver(srcs...), Force: force})
+			if !errors.Is(err, ErrOutputIsInput) {
+				t.Fatalf("-o %s force=%v: %v, want ErrOutputIsInput", out, force, err)
+			}
+		}
+	}
+	if !equalMaps(before, snapshotDir(t, vmDir)) {
+		t.Fatal("an input changed")
+	}
+	// A new folder inside the VM folder is fine.
+	if _, err := Recover(context.Background(), vmDir, filepath.Join(vmDir, "plain"), &Options{Resolver: keys.NewResolver(srcs...)}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// With --force, a failure while moving the new files into place puts the
+// previous recovery back as it was; a folder where an output goes is
+// refused before any work.
+func TestRecoverForceKeepsOldOnFailure(t *testing.T) {
+	fx, srcs := genFixture(t, fixtures.Recipe{Provider: fixtures.ProviderPassphrase, VTPM: true, Seed: 340})
+	vmDir := filepath.Join(fx.Dir, fixtures.VMDir)
+	out := filepath.Join(t.TempDir(), "out")
+	if _, err := Recover(context.Background(), vmDir, out, &Options{Resolver: keys.NewResolver(srcs...)}); err != nil {
+		t.Fatal(err)
+	}
+	old := snapshotDir(t, out)
+	boom := errors.New("disk unplugged")
+	rename = func(from, to string) error {
+		if filepath.Base(to) == ReportName && !strings.Contains(from, ".replaced") && !strings.Contains(to, ".replaced") {
+			return boom
+		}
+		return os.Rename(from, to)
+	}
+	defer func() { rename = os.Rename }()
+	_, err := Recover(context.Background(), vmDir, out, &Options{Resolver: keys.NewResolver(srcs...), Force: true})
+	if !errors.Is(err, boom) {
+		t.Fatalf("failing publish: %v", err)
+	}
+	if now := snapshotDir(t, out); !equalMaps(old, now) {
+		t.Fatalf("the previous recovery changed:\nbefore %v\nafter  %v", old, now)
+	}
+	if names := listDir(t, out); len(names) != len(old) {
+		t.Fatalf("output folder holds %v", names)
+	}
+	rename = os.Rename
+	os.Remove(filepath.Join(out, fixtures.DefaultName+".vswp"))
+	os.Mkdir(filepath.Join(out, fixtures.DefaultName+".vswp"), 0o755)
+	delete(old, filepath.Join(out, fixtures.DefaultName+".vswp"))
+	if _, err := Recover(context.Background(), vmDir, out, &Options{Resolver: keys.NewResolver(srcs...), Force: true}); !errors.Is(err, ErrOutputExists) {
+		t.Fatalf("a folder named like an output: %v", err)
+	}
+	if !equalMaps(old, snapshotDir(t, out)) {
+		t.Fatal("refused run changed the output folder")
 	}
 }

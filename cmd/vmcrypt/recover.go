@@ -96,7 +96,7 @@ func recoverAction(c *cli.Context) error {
 	}
 	if err != nil {
 		switch {
-		case errors.Is(err, os.ErrExist):
+		case errors.Is(err, recover.ErrOutputExists), errors.Is(err, recover.ErrOutputIsInput):
 			return usagef("%v", err)
 		case errors.Is(err, context.Canceled):
 			return fmt.Errorf("interrupted: no output was written (%v)", err)

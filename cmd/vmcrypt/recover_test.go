@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/vmcrypt/vmcrypt/fixtures"
@@ -107,9 +108,28 @@ func TestRecoverCLI(t *testing.T) {
 		if code != exitUsage {
 			t.Fatalf("existing outputs: exit %d, want %d", code, exitUsage)
 		}
+		if again := recSums(t, out); len(again) != len(sums) {
+			t.Fatalf("refused run changed the output folder: %v", again)
+		} else {
+			for k, v := range sums {
+				if again[k] != v {
+					t.Fatalf("refused run changed %s", k)
+				}
+			}
+		}
 		code, _, stderr = runCLI(t, append(args, "--force")...)
 		if code != exitOK {
 			t.Fatalf("--force: exit %d: %s", code, stderr)
+		}
+		// The VM folder as OUTDIR: refused even with --force, inputs untouched.
+		self := append([]string{"recover", vm, "-o", vm, "--force", "--quiet"}, recKeyArgs(fx)...)
+		if code, _, stderr := runCLI(t, self...); code != exitUsage || !strings.Contains(stderr, "choose another output folder") {
+			t.Fatalf("-o VM folder --force: exit %d: %s", code, stderr)
+		}
+		for k, v := range before {
+			if recSums(t, vm)[k] != v {
+				t.Fatalf("input %s changed", k)
+			}
 		}
 	}
 }
