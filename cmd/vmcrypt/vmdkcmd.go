@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 
@@ -288,6 +289,9 @@ func vmdkExport(c *cli.Context) error {
 	if _, err := os.Lstat(out); err == nil && !o.Force {
 		return usagef("%s exists; use --force to replace it", out)
 	}
+	if err := vmdkCheckNotInput(out, d, o.Format); err != nil {
+		return err
+	}
 	if d.Encrypted() {
 		// Decrypted with the key options (vmdkexport_keys.go); never
 		// exported as ciphertext.
@@ -329,6 +333,45 @@ func (o *vmdkExportOptions) check() error {
 	}
 	if o.Jobs < 0 || o.Jobs > 256 {
 		return usagef("--jobs %d: want 0 (all cores) to 256", o.Jobs)
+	}
+	return nil
+}
+
+// vmdkCheckNotInput refuses, --force or not, an output that would replace a
+// file of the disk being read: OUT itself, or for a VMDK the extent files
+// named after it (OUT-flat.vmdk, OUT-s001.vmdk...).
+func vmdkCheckNotInput(out string, d *vmdk.Disk, format string) error {
+	abs, err := filepath.Abs(out)
+	if err != nil {
+		return err
+	}
+	dir, base := filepath.Dir(abs), filepath.Base(abs)
+	stem := strings.TrimSuffix(base, filepath.Ext(base)) + "-"
+	ost, _ := os.Stat(out)
+	var inputs []string
+	for _, l := range d.Links() {
+		inputs = append(inputs, l.Path)
+		for _, e := range l.Extents {
+			if e.Path != "" {
+				inputs = append(inputs, e.Path)
+			}
+		}
+	}
+	for _, in := range inputs {
+		ia, err := filepath.Abs(in)
+		if err != nil {
+			continue
+		}
+		same := ia == abs
+		if st, err := os.Stat(in); err == nil && ost != nil && os.SameFile(st, ost) {
+			same = true
+		}
+		if format == "vmdk" && filepath.Dir(ia) == dir && strings.HasPrefix(filepath.Base(ia), stem) {
+			same = true
+		}
+		if same {
+			return usagef("%s would replace %s, a file of the disk being read: vmcrypt never writes over its inputs", out, in)
+		}
 	}
 	return nil
 }

@@ -251,3 +251,34 @@ func TestVMDKInfoMissingExtents(t *testing.T) {
 		t.Fatalf("report %+v", r)
 	}
 }
+
+// An output that would replace a file of the disk being read (the
+// descriptor, its flat extent, or an extent the new VMDK would name) is
+// refused even with --force, and the inputs stay as they were.
+func TestVMDKExportNeverOverInput(t *testing.T) {
+	dir := t.TempDir()
+	d := filepath.Join(dir, "d.vmdk")
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=monolithicFlat", d, "4M").CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img: %v %s", err, out)
+	}
+	before := map[string]string{"d.vmdk": vmdkFileSHA(t, d), "d-flat.vmdk": vmdkFileSHA(t, filepath.Join(dir, "d-flat.vmdk"))}
+	for _, c := range [][]string{
+		{"-o", d},
+		{"-o", filepath.Join(dir, "d-flat.vmdk")},
+		{"-o", d, "--format", "vmdk"},
+		{"-o", filepath.Join(dir, "..", filepath.Base(dir), "d.vmdk"), "--format", "vmdk", "--subformat", "monolithicFlat"},
+	} {
+		args := append(append([]string{"vmdk", "export", d}, c...), "--force")
+		if code, _, stderr := runCLI(t, args...); code != exitUsage || !strings.Contains(stderr, "never writes over its inputs") {
+			t.Fatalf("%v: exit %d: %s", c, code, stderr)
+		}
+	}
+	for name, sum := range before {
+		if vmdkFileSHA(t, filepath.Join(dir, name)) != sum {
+			t.Fatalf("%s changed", name)
+		}
+	}
+	if code, _, stderr := runCLI(t, "vmdk", "export", d, "-o", filepath.Join(dir, "e.vmdk"), "--format", "vmdk"); code != exitOK {
+		t.Fatalf("a new name: exit %d: %s", code, stderr)
+	}
+}
