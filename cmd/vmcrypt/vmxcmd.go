@@ -184,10 +184,19 @@ func vmxCheckOutput(c *cli.Context, in string) (string, error) {
 	if _, err := os.Stat(out); err == nil && !c.Bool("force") {
 		return "", usagef("%s exists; use --force to replace it", out)
 	}
+	same := false
 	if a, err := filepath.Abs(in); err == nil {
 		if b, err := filepath.Abs(out); err == nil && a == b {
-			return "", usagef("output %s is the input: vmcrypt never writes over its inputs", out)
+			same = true
 		}
+	}
+	if ist, err := os.Stat(in); err == nil {
+		if ost, err := os.Stat(out); err == nil && os.SameFile(ist, ost) {
+			same = true // a link to the input
+		}
+	}
+	if same {
+		return "", usagef("output %s is the input: vmcrypt never writes over its inputs", out)
 	}
 	return out, nil
 }
