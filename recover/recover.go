@@ -297,12 +297,9 @@ func NewPlan(vmPath string, opts *Options) (_ *Plan, err error) {
 		return nil, err
 	}
 	for _, e := range ents {
-		if !e.Type().IsRegular() {
-			continue
-		}
 		ext := strings.ToLower(filepath.Ext(e.Name()))
 		isData, isPlain := slices.Contains(dataFileExts, ext), slices.Contains(plainCopyExts, ext)
-		if !isData && !isPlain {
+		if !isData && !isPlain || !isRegular(filepath.Join(p.dir, e.Name()), e) {
 			continue
 		}
 		fp := filepath.Join(p.dir, e.Name())
@@ -332,6 +329,20 @@ func NewPlan(vmPath string, opts *Options) (_ *Plan, err error) {
 	return p, nil
 }
 
+// isRegular reports whether the folder entry e (at path) is a regular file
+// or a symbolic link to one (a datastore copy may link files from
+// elsewhere; they are read like the others).
+func isRegular(path string, e os.DirEntry) bool {
+	if e.Type().IsRegular() {
+		return true
+	}
+	if e.Type()&os.ModeSymlink == 0 {
+		return false
+	}
+	st, err := os.Stat(path)
+	return err == nil && st.Mode().IsRegular()
+}
+
 // unusedDisks warns about each .vmdk file of the VM folder that no disk of
 // the VMX reads (a snapshot branch named only in the .vmsd, a detached
 // disk): recover leaves it behind, and says so.
@@ -349,7 +360,7 @@ func unusedDisks(dir string, ents []os.DirEntry, disks []*plannedDisk) []string 
 	}
 	var warns []string
 	for _, e := range ents {
-		if !e.Type().IsRegular() || !strings.EqualFold(filepath.Ext(e.Name()), ".vmdk") {
+		if !strings.EqualFold(filepath.Ext(e.Name()), ".vmdk") || !isRegular(filepath.Join(dir, e.Name()), e) {
 			continue
 		}
 		if !used[filepath.Clean(filepath.Join(dir, e.Name()))] {
@@ -438,21 +449,29 @@ var ErrOutputExists = errors.New("output exists")
 // for it would replace the encrypted originals.
 var ErrOutputIsInput = errors.New("the output folder holds the inputs")
 
-// inputDirs returns the folders the plan reads from.
+// inputDirs returns the folders the plan reads from: those of every input
+// file, and of the file each symbolic link among them points to.
 func (p *Plan) inputDirs() []string {
-	dirs := []string{p.dir}
+	paths := []string{p.VMXPath}
 	for _, d := range p.disks {
 		for _, l := range d.od.VMDK.Links() {
-			dirs = append(dirs, filepath.Dir(l.Path))
+			paths = append(paths, l.Path)
 			for _, e := range l.Extents {
 				if e.Path != "" {
-					dirs = append(dirs, filepath.Dir(e.Path))
+					paths = append(paths, e.Path)
 				}
 			}
 		}
 	}
 	for _, f := range p.files {
-		dirs = append(dirs, filepath.Dir(f.path))
+		paths = append(paths, f.path)
+	}
+	dirs := []string{p.dir}
+	for _, path := range paths {
+		dirs = append(dirs, filepath.Dir(path))
+		if real, err := filepath.EvalSymlinks(path); err == nil {
+			dirs = append(dirs, filepath.Dir(real))
+		}
 	}
 	return dirs
 }

@@ -602,3 +602,35 @@ func TestRecoverForceKeepsOldOnFailure(t *testing.T) {
 		t.Fatal("refused run changed the output folder")
 	}
 }
+
+// Data files that are symbolic links to files elsewhere are recovered like
+// the others, and the folder they point into is an input folder too.
+func TestRecoverSymlinkedDataFiles(t *testing.T) {
+	fx, srcs := genFixture(t, fixtures.Recipe{Provider: fixtures.ProviderPassphrase, VTPM: true, Seed: 350})
+	vmDir := filepath.Join(fx.Dir, fixtures.VMDir)
+	store := t.TempDir()
+	for _, ext := range []string{".nvram", ".vswp"} {
+		name := fixtures.DefaultName + ext
+		if err := os.Rename(filepath.Join(vmDir, name), filepath.Join(store, name)); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(filepath.Join(store, name), filepath.Join(vmDir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := filepath.Join(t.TempDir(), "out")
+	if _, err := Recover(context.Background(), vmDir, out, &Options{Resolver: keys.NewResolver(srcs...)}); err != nil {
+		t.Fatal(err)
+	}
+	if fileSum(t, filepath.Join(out, fixtures.DefaultName+".nvram")) != fx.Manifest.SHA256.NVRAM ||
+		fileSum(t, filepath.Join(out, fixtures.DefaultName+".vswp")) != fx.Manifest.SHA256.VSWP {
+		t.Fatal("a symlinked data file was not recovered")
+	}
+	before := snapshotDir(t, store)
+	if _, err := Recover(context.Background(), vmDir, store, &Options{Resolver: keys.NewResolver(srcs...), Force: true}); !errors.Is(err, ErrOutputIsInput) {
+		t.Fatalf("-o the folder the links point into: %v", err)
+	}
+	if !equalMaps(before, snapshotDir(t, store)) {
+		t.Fatal("an input changed")
+	}
+}
