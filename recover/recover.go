@@ -441,6 +441,39 @@ var ErrNoSpace = errors.New("not enough free space")
 // publish fail half-way).
 var rename = os.Rename
 
+// stagePrefix starts the name of the staging folder of a run in OUTDIR.
+const stagePrefix = ".vmcrypt-recover-"
+
+// removeStaleStages removes the staging folders of killed runs in outDir
+// (their lock is free; a running recover holds its own) and says so: they
+// hold decrypted data and would eat the free space of this run.
+func removeStaleStages(outDir string) []string {
+	ents, err := os.ReadDir(outDir)
+	if err != nil {
+		return nil
+	}
+	var warns []string
+	for _, e := range ents {
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), stagePrefix) {
+			continue
+		}
+		path := filepath.Join(outDir, e.Name())
+		d, err := os.Open(path)
+		if err != nil {
+			continue
+		}
+		err = unix.Flock(int(d.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			err = os.RemoveAll(path)
+			if err == nil {
+				warns = append(warns, fmt.Sprintf("removed %s, the staging folder of an interrupted run (it held decrypted data)", path))
+			}
+		}
+		d.Close()
+	}
+	return warns
+}
+
 // ErrOutputExists means an output file exists and Force is not set.
 var ErrOutputExists = errors.New("output exists")
 
@@ -517,6 +550,7 @@ func (p *Plan) Run(ctx context.Context, outDir string) (rep *Report, err error) 
 		}
 		createdDir = true
 	}
+	p.warns = append(p.warns, removeStaleStages(outDir)...)
 	if !o.SkipSpaceCheck {
 		var fs unix.Statfs_t
 		if err := unix.Statfs(outDir, &fs); err == nil {
@@ -529,9 +563,15 @@ func (p *Plan) Run(ctx context.Context, outDir string) (rep *Report, err error) 
 			}
 		}
 	}
-	stage, err := os.MkdirTemp(outDir, ".vmcrypt-recover-*")
+	stage, err := os.MkdirTemp(outDir, stagePrefix+"*")
 	if err != nil {
 		return nil, err
+	}
+	// Held until Run returns: a later run that finds this folder unlocked
+	// knows its run was killed (kill -9 runs no cleanup) and removes it.
+	if lock, err := os.Open(stage); err == nil {
+		defer lock.Close()
+		unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 	}
 	defer func() {
 		os.RemoveAll(stage)

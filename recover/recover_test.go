@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/vmcrypt/vmcrypt/fixtures"
 	"github.com/vmcrypt/vmcrypt/recover/datafile"
 	"github.com/vmcrypt/vmcrypt/recover/keys"
@@ -632,5 +634,47 @@ func TestRecoverSymlinkedDataFiles(t *testing.T) {
 	}
 	if !equalMaps(before, snapshotDir(t, store)) {
 		t.Fatal("an input changed")
+	}
+}
+
+// The staging folder of a run killed with SIGKILL (no cleanup ran) is
+// removed by the next run into the same folder, with a warning; that of a
+// run still going (its lock held) is left alone.
+func TestRecoverRemovesStaleStage(t *testing.T) {
+	fx, srcs := genFixture(t, fixtures.Recipe{Provider: fixtures.ProviderPassphrase, Seed: 360})
+	vmDir := filepath.Join(fx.Dir, fixtures.VMDir)
+	out := t.TempDir()
+	stale := filepath.Join(out, stagePrefix+"123")
+	busy := filepath.Join(out, stagePrefix+"456")
+	for _, d := range []string{stale, busy} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(d, ".fixture.vmdk.tmp-1"), []byte("decrypted"), 0o600)
+	}
+	held, err := os.Open(busy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if err := unix.Flock(int(held.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Recover(context.Background(), vmDir, out, &Options{Resolver: keys.NewResolver(srcs...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("stale staging folder left: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(busy, ".fixture.vmdk.tmp-1")); err != nil {
+		t.Fatalf("the folder of a running recover was touched: %v", err)
+	}
+	found := false
+	for _, w := range rep.Warnings {
+		found = found || strings.Contains(w, stale) && strings.Contains(w, "interrupted run")
+	}
+	if !found {
+		t.Fatalf("no warning about %s in %q", stale, rep.Warnings)
 	}
 }
