@@ -326,6 +326,17 @@ func NewPlan(vmPath string, opts *Options) (_ *Plan, err error) {
 		return nil, err
 	}
 	p.warns = append(p.warns, unusedDisks(p.dir, ents, p.disks)...)
+	if o.Flatten || o.Format == FormatRaw {
+		chained := false
+		for _, d := range p.disks {
+			chained = chained || len(d.od.VMDK.Links()) > 1
+		}
+		for _, f := range p.files {
+			if chained && strings.EqualFold(filepath.Ext(f.out), ".vmsd") {
+				p.warns = append(p.warns, fmt.Sprintf("%s is copied but names snapshot disks that were flattened into one image and not written: VMware would list snapshots it cannot revert to; delete it, or recover without --flatten to keep the snapshot tree", f.out))
+			}
+		}
+	}
 	return p, nil
 }
 

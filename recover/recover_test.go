@@ -678,3 +678,28 @@ func TestRecoverRemovesStaleStage(t *testing.T) {
 		t.Fatalf("no warning about %s in %q", stale, rep.Warnings)
 	}
 }
+
+// Flattening a VM with snapshots copies its .vmsd, which then names disks
+// that were not written: the report says so. Without --flatten it does not.
+func TestRecoverFlattenWarnsSnapshotList(t *testing.T) {
+	fx, srcs := genFixture(t, fixtures.Recipe{Provider: fixtures.ProviderPassphrase, Snapshot: true, Memory: true, Seed: 370})
+	vmDir := filepath.Join(fx.Dir, fixtures.VMDir)
+	warned := func(flatten bool) bool {
+		rep, err := Recover(context.Background(), vmDir, filepath.Join(t.TempDir(), "out"), &Options{Resolver: keys.NewResolver(srcs...), Flatten: flatten})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range rep.Warnings {
+			if strings.HasPrefix(w, fixtures.DefaultName+".vmsd is copied but names snapshot disks") {
+				return true
+			}
+		}
+		return false
+	}
+	if !warned(true) {
+		t.Fatal("--flatten: no warning about the .vmsd")
+	}
+	if warned(false) {
+		t.Fatal("without --flatten: a warning about the .vmsd")
+	}
+}
