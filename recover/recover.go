@@ -278,15 +278,24 @@ func NewPlan(vmPath string, opts *Options) (_ *Plan, err error) {
 				return nil, err
 			}
 		case o.Flatten:
+			// Every file the writer will make (extents too), as Run
+			// writes it.
 			pd.out = top
-			if err := claim(top, dp); err != nil {
-				return nil, err
+			links := od.VMDK.Links()
+			sf := writableSubformat(links[len(links)-1].Descriptor.CreateType, false)
+			for _, name := range vmdk.OutputFiles(top, od.Plain.Size(), &vmdk.WriteOptions{Subformat: sf}) {
+				if err := claim(name, dp); err != nil {
+					return nil, err
+				}
 			}
 		default:
 			pd.out = top
-			for _, l := range od.VMDK.Links() {
-				if err := claim(filepath.Base(l.Path), l.Path); err != nil {
-					return nil, err
+			for i, l := range od.VMDK.Links() {
+				sf := writableSubformat(l.Descriptor.CreateType, i < len(od.VMDK.Links())-1)
+				for _, name := range vmdk.OutputFiles(filepath.Base(l.Path), l.Size(), &vmdk.WriteOptions{Subformat: sf}) {
+					if err := claim(name, l.Path); err != nil {
+						return nil, err
+					}
 				}
 			}
 		}

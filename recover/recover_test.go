@@ -703,3 +703,25 @@ func TestRecoverFlattenWarnsSnapshotList(t *testing.T) {
 		t.Fatal("without --flatten: a warning about the .vmsd")
 	}
 }
+
+// The extent files the writer will make (NAME-s001.vmdk...) are outputs
+// too: one already in OUTDIR is refused before any work, by name.
+func TestRecoverClaimsExtentFiles(t *testing.T) {
+	fx, srcs := genFixture(t, fixtures.Recipe{Provider: fixtures.ProviderKMS, Disk: vmdk.SubformatTwoGbMaxExtentSparse, Snapshot: true, Seed: 380})
+	vmDir := filepath.Join(fx.Dir, fixtures.VMDir)
+	for _, flatten := range []bool{false, true} {
+		out := t.TempDir()
+		stale := fixtures.DefaultName + "-s001.vmdk"
+		if flatten {
+			stale = fixtures.DefaultName + "-000001-s001.vmdk"
+		}
+		os.WriteFile(filepath.Join(out, stale), []byte("stale"), 0o644)
+		_, err := Recover(context.Background(), vmDir, out, &Options{Resolver: keys.NewResolver(srcs...), Flatten: flatten})
+		if !errors.Is(err, ErrOutputExists) || !strings.Contains(err.Error(), stale+" already exists") {
+			t.Fatalf("flatten=%v: %v", flatten, err)
+		}
+		if n := listDir(t, out); len(n) != 1 {
+			t.Fatalf("flatten=%v: output folder holds %v", flatten, n)
+		}
+	}
+}

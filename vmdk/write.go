@@ -174,6 +174,32 @@ type outFile struct {
 	f     *os.File
 }
 
+// OutputFiles returns the base names of the files Write(path, src, size,
+// runs, opts) creates in path's folder, the descriptor (or only file)
+// first, so that a caller can check them before writing anything.
+func OutputFiles(path string, size int64, opts *WriteOptions) []string {
+	var o WriteOptions
+	if opts != nil {
+		o = *opts
+	}
+	base := strings.TrimSuffix(filepath.Base(path), ".vmdk")
+	names := []string{base + ".vmdk"}
+	switch o.Subformat {
+	case SubformatMonolithicFlat:
+		names = append(names, base+"-flat.vmdk")
+	case SubformatTwoGbMaxExtentSparse:
+		split := o.SplitSize
+		if split <= 0 {
+			split = DefaultSplitSize
+		}
+		capBytes := (size + SectorSize - 1) / SectorSize * SectorSize
+		for i := int64(0); i < min((capBytes+split-1)/split, MaxExtents); i++ {
+			names = append(names, fmt.Sprintf("%s-s%03d.vmdk", base, i+1))
+		}
+	}
+	return names
+}
+
 func newDiskWriter(path string, src io.ReaderAt, size int64, runs []Run, o *WriteOptions) (*diskWriter, error) {
 	if o.Subformat == "" {
 		o.Subformat = SubformatMonolithicSparse

@@ -1,7 +1,11 @@
 package vmdk
 
 import (
+	"bytes"
 	"errors"
+	"os"
+	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 )
@@ -34,5 +38,39 @@ func TestSparseWriterRefusesPast2TiB(t *testing.T) {
 	}
 	if got := s.gt[((3<<40)/(64<<10))%wGTEs]; got != maxGTESector {
 		t.Fatalf("entry %d, want %d", got, uint32(maxGTESector))
+	}
+}
+
+// OutputFiles names exactly the files Write creates, for every subformat.
+func TestOutputFilesMatchWrite(t *testing.T) {
+	const size = 5<<20 + 512
+	for _, c := range []struct {
+		sf    string
+		split int64
+	}{
+		{SubformatMonolithicSparse, 0}, {SubformatMonolithicFlat, 0}, {SubformatStreamOptimized, 0},
+		{SubformatTwoGbMaxExtentSparse, 0}, {SubformatTwoGbMaxExtentSparse, 1 << 20},
+	} {
+		dir := t.TempDir()
+		p := filepath.Join(dir, "out.vmdk")
+		o := &WriteOptions{Subformat: c.sf, SplitSize: c.split}
+		want := OutputFiles(p, size, o)
+		if err := Write(p, bytes.NewReader(make([]byte, size)), size, []Run{{Off: 0, Len: size, State: Zero}}, o); err != nil {
+			t.Fatal(err)
+		}
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, e := range ents {
+			got = append(got, e.Name())
+		}
+		sort.Strings(got)
+		sorted := append([]string(nil), want...)
+		sort.Strings(sorted)
+		if strings.Join(got, " ") != strings.Join(sorted, " ") || want[0] != "out.vmdk" {
+			t.Fatalf("%s split %d: Write made %v, OutputFiles says %v", c.sf, c.split, got, want)
+		}
 	}
 }
