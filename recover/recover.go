@@ -312,6 +312,12 @@ func NewPlan(vmPath string, opts *Options) (_ *Plan, err error) {
 			continue
 		}
 		fp := filepath.Join(p.dir, e.Name())
+		if o.VMDK == nil || !o.VMDK.AllowUnsafePaths {
+			if err := vmdk.StaysInside(p.dir, fp); err != nil {
+				p.warns = append(p.warns, fmt.Sprintf("%s is not recovered: %v", e.Name(), err))
+				continue
+			}
+		}
 		pf := &plannedFile{path: fp, out: e.Name()}
 		if isData {
 			enc, size, err := probeDataFile(fp, p.dfKey, o.IgnoreMAC)

@@ -605,8 +605,9 @@ func TestRecoverForceKeepsOldOnFailure(t *testing.T) {
 	}
 }
 
-// Data files that are symbolic links to files elsewhere are recovered like
-// the others, and the folder they point into is an input folder too.
+// Data files that are symbolic links to files elsewhere are unsafe paths
+// (left behind, by name) unless allowed; then they are recovered like the
+// others, and the folder they point into is an input folder too.
 func TestRecoverSymlinkedDataFiles(t *testing.T) {
 	fx, srcs := genFixture(t, fixtures.Recipe{Provider: fixtures.ProviderPassphrase, VTPM: true, Seed: 350})
 	vmDir := filepath.Join(fx.Dir, fixtures.VMDir)
@@ -620,8 +621,21 @@ func TestRecoverSymlinkedDataFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Links out of the VM folder are unsafe paths: left behind, by name,
+	// unless allowed.
 	out := filepath.Join(t.TempDir(), "out")
-	if _, err := Recover(context.Background(), vmDir, out, &Options{Resolver: keys.NewResolver(srcs...)}); err != nil {
+	rep, err := Recover(context.Background(), vmDir, out, &Options{Resolver: keys.NewResolver(srcs...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Join(rep.Warnings, "\n"); !strings.Contains(n, fixtures.DefaultName+".nvram is not recovered") || !strings.Contains(n, "allow unsafe paths") {
+		t.Fatalf("no warning about the linked files: %q", rep.Warnings)
+	}
+	if _, err := os.Stat(filepath.Join(out, fixtures.DefaultName+".nvram")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a link out of the folder was followed: %v", err)
+	}
+	out = filepath.Join(t.TempDir(), "out")
+	if _, err := Recover(context.Background(), vmDir, out, &Options{Resolver: keys.NewResolver(srcs...), VMDK: &vmdk.OpenOptions{AllowUnsafePaths: true}}); err != nil {
 		t.Fatal(err)
 	}
 	if fileSum(t, filepath.Join(out, fixtures.DefaultName+".nvram")) != fx.Manifest.SHA256.NVRAM ||
@@ -629,7 +643,7 @@ func TestRecoverSymlinkedDataFiles(t *testing.T) {
 		t.Fatal("a symlinked data file was not recovered")
 	}
 	before := snapshotDir(t, store)
-	if _, err := Recover(context.Background(), vmDir, store, &Options{Resolver: keys.NewResolver(srcs...), Force: true}); !errors.Is(err, ErrOutputIsInput) {
+	if _, err := Recover(context.Background(), vmDir, store, &Options{Resolver: keys.NewResolver(srcs...), Force: true, VMDK: &vmdk.OpenOptions{AllowUnsafePaths: true}}); !errors.Is(err, ErrOutputIsInput) {
 		t.Fatalf("-o the folder the links point into: %v", err)
 	}
 	if !equalMaps(before, snapshotDir(t, store)) {

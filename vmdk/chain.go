@@ -97,8 +97,36 @@ func resolvePath(dir, name string, allowUnsafe bool) (string, error) {
 		if filepath.IsAbs(name) {
 			return filepath.Clean(name), nil
 		}
+		return filepath.Join(dir, name), nil
 	}
-	return filepath.Join(dir, name), nil
+	p := filepath.Join(dir, name)
+	if !allowUnsafe {
+		if err := StaysInside(dir, p); err != nil {
+			return "", err
+		}
+	}
+	return p, nil
+}
+
+// StaysInside refuses (ErrUnsafePath) a path in dir that is a symbolic
+// link, or passes through one, to a file outside dir: a folder that came
+// from elsewhere must not make vmcrypt read /etc/shadow into an output any
+// more than an absolute extent name may. A path that does not resolve is
+// left to the open that follows.
+func StaysInside(dir, path string) error {
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return nil
+	}
+	realDir, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return nil
+	}
+	rel, err := filepath.Rel(realDir, real)
+	if err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && !filepath.IsAbs(rel) {
+		return nil
+	}
+	return fmt.Errorf("%s is a symbolic link to %s, outside %s: %w (allow unsafe paths to follow it)", path, real, dir, ErrUnsafePath)
 }
 
 // resolveParent finds the parent named by a hint. ESXi writes absolute
@@ -107,7 +135,7 @@ func resolvePath(dir, name string, allowUnsafe bool) (string, error) {
 // (with a warning), as a copied VM folder needs.
 func resolveParent(dir, hint string, allowUnsafe bool, warn func(string)) (string, error) {
 	if localName(hint) {
-		return filepath.Join(dir, hint), nil
+		return resolvePath(dir, hint, allowUnsafe)
 	}
 	base := filepath.Base(strings.ReplaceAll(hint, `\`, "/"))
 	beside := filepath.Join(dir, base)
@@ -122,6 +150,11 @@ func resolveParent(dir, hint string, allowUnsafe bool, warn func(string)) (strin
 	}
 	if base != "." && base != ".." && base != "/" {
 		if _, err := os.Stat(beside); err == nil {
+			if !allowUnsafe {
+				if err := StaysInside(dir, beside); err != nil {
+					return "", err
+				}
+			}
 			warn(fmt.Sprintf("the parent hint %q is outside the folder; the file of that name beside the disk, %s, is used", hint, beside))
 			return beside, nil
 		}

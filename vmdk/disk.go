@@ -46,6 +46,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"syscall"
 )
 
 // OpenOptions adjusts Open. The zero value (or nil) is the safe default.
@@ -442,7 +443,12 @@ func openLink(path string, level int, opts *OpenOptions) (l *Link, err error) {
 }
 
 func openRO(path string) (*os.File, int64, error) {
-	f, err := os.Open(path)
+	// A FIFO or device would block the open or never end: refuse it
+	// before opening (and open non-blocking, for one swapped in between).
+	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
+		return nil, 0, unsupportedf(path, -1, "", "not a regular file")
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, 0, err
 	}
