@@ -39,7 +39,7 @@ func init() {
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bars, no summary"},
 			&cli.BoolFlag{Name: "progress", Usage: "draw progress bars on stderr even when it is not a terminal"},
 			&cli.BoolFlag{Name: "ignore-mac", Usage: "do not check the page MACs of data files (their MAC is a modelled format)"},
-			&cli.BoolFlag{Name: "allow-unsafe-paths", Usage: "follow disk extent paths and parent hints that are absolute or contain \"..\""},
+			&cli.BoolFlag{Name: "allow-unsafe-paths", Usage: "follow disk extent paths and parent hints that are absolute or contain \"..\", and symbolic links out of the VM folder"},
 			&cli.BoolFlag{Name: "allow-cid-mismatch", Usage: "read a chain whose parentCID differs from the parent's CID"},
 		}, keyFlags()...),
 		Action: recoverAction,
