@@ -13,6 +13,17 @@ import (
 // file), so the chain would read wrong data. It wraps ErrCorrupt.
 var ErrCIDMismatch = fmt.Errorf("%w: parent content id mismatch", ErrCorrupt)
 
+// TruncatedStreamError is a streamOptimized file whose footer is missing
+// or damaged (a copy cut short, most often): its grains can still be found
+// by scanning the markers (OpenOptions.ScanTruncatedStreams).
+type TruncatedStreamError struct{ Err error }
+
+func (e *TruncatedStreamError) Error() string {
+	return e.Err.Error() + "; scanning the stream's markers would read the grains that are there"
+}
+
+func (e *TruncatedStreamError) Unwrap() error { return e.Err }
+
 // ErrUnsafePath means an extent path or parent hint is absolute or leaves
 // the descriptor's folder and OpenOptions.AllowUnsafePaths is not set. It
 // wraps ErrUnsupported.

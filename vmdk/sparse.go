@@ -197,8 +197,10 @@ func openSparse(f io.ReaderAt, fileSize int64, name string, virt int64, cache *g
 		var fh sparseHeader
 		if fh, footerErr = readFooter(f, fileSize, name, h); footerErr == nil {
 			h = fh
-		} else if !scan || h.Flags&flagMarkers == 0 || h.Flags&flagCompressed == 0 {
+		} else if h.Flags&flagMarkers == 0 || h.Flags&flagCompressed == 0 {
 			return nil, footerErr
+		} else if !scan {
+			return nil, &TruncatedStreamError{Err: footerErr}
 		}
 	}
 	s := &sparseExtent{

@@ -455,8 +455,9 @@ func TestTruncatedStream(t *testing.T) {
 			if err := os.WriteFile(p, b[:cut], 0o644); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := Open(p, nil); !errors.Is(err, ErrCorrupt) {
-				t.Fatalf("Open = %v, want ErrCorrupt", err)
+			var ts *TruncatedStreamError
+			if _, err := Open(p, nil); !errors.Is(err, ErrCorrupt) || !errors.As(err, &ts) {
+				t.Fatalf("Open = %v, want ErrCorrupt as a TruncatedStreamError", err)
 			}
 			d, err := Open(p, &OpenOptions{ScanTruncatedStreams: true})
 			if err != nil {

@@ -109,6 +109,14 @@ func message(err error) string {
 	if errors.As(err, &pe) && errors.Is(pe.Err, fs.ErrNotExist) {
 		msg = strings.Replace(msg, pe.Error(), pe.Path+" does not exist", 1)
 	}
+	// The flag that gets past a refusal, where one exists.
+	var ts *vmdk.TruncatedStreamError
+	switch {
+	case errors.Is(err, vmdk.ErrCIDMismatch):
+		msg += " (--allow-cid-mismatch reads the chain anyway)"
+	case errors.As(err, &ts):
+		msg += " (vmcrypt vmdk export --scan-truncated-stream does)"
+	}
 	return msg
 }
 

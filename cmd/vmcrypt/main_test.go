@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"io/fs"
 	"strings"
 	"testing"
 
@@ -57,5 +58,21 @@ func TestMissingInputSentence(t *testing.T) {
 		if !strings.HasPrefix(stderr, "vmcrypt: ") || !strings.HasSuffix(stderr, want) || strings.Count(stderr, "\n") != 1 || code != exitFailure {
 			t.Errorf("%v: exit %d, stderr %q; want exit %d, %q", args, code, stderr, exitFailure, want)
 		}
+	}
+}
+
+// A refusal that a flag gets past names the flag.
+func TestMessageNamesTheFlag(t *testing.T) {
+	for err, want := range map[error]string{
+		fmt.Errorf("vmdk: top.vmdk has parentCID 1: %w", vmdk.ErrCIDMismatch):               "--allow-cid-mismatch",
+		fmt.Errorf("disk: %w", &vmdk.TruncatedStreamError{Err: vmdk.ErrCorrupt}):            "--scan-truncated-stream",
+		fmt.Errorf("open x: %w", &fs.PathError{Op: "open", Path: "x", Err: fs.ErrNotExist}): "x does not exist",
+	} {
+		if m := message(err); !strings.Contains(m, want) {
+			t.Errorf("%v: message %q lacks %q", err, m, want)
+		}
+	}
+	if m := message(fmt.Errorf("x: %w", vmdk.ErrCorrupt)); strings.Contains(m, "--") {
+		t.Errorf("a plain corruption names a flag: %q", m)
 	}
 }
