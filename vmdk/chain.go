@@ -32,9 +32,12 @@ var ErrUnsafePath = fmt.Errorf("%w: path outside the descriptor's folder", ErrUn
 // Open opens the disk at path (a descriptor, or a monolithic sparse or
 // stream-optimized file) read-only, with its whole parent chain.
 func Open(path string, opts *OpenOptions) (*Disk, error) {
-	if opts == nil {
-		opts = &OpenOptions{}
+	o := OpenOptions{}
+	if opts != nil {
+		o = *opts
 	}
+	o.meta = new(int64) // one budget for the whole chain
+	opts = &o
 	maxChain := opts.MaxChain
 	if maxChain <= 0 {
 		maxChain = DefaultMaxChain

@@ -64,6 +64,8 @@ type OpenOptions struct {
 	// markers; what was cut off reads as zeros, and a warning says where
 	// the scan stopped. Without it such a file is ErrCorrupt.
 	ScanTruncatedStreams bool
+
+	meta *int64 // set by Open: map memory of the chain so far
 }
 
 // DefaultMaxChain is the default cap on chain length (VMware allows 32
@@ -97,6 +99,7 @@ type Link struct {
 	starts []int64 // virtual start of each extent
 	files  []*os.File
 	cache  *gtCache
+	meta   *int64 // the disk's map memory so far (MaxMetaBytes)
 
 	scanStreams bool // OpenOptions.ScanTruncatedStreams
 
@@ -401,8 +404,43 @@ func (l *Link) close() error {
 }
 
 // openLink opens one descriptor or monolithic file and its extents.
+// MaxMetaBytes caps the memory a disk's grain directories and table caches
+// take, over all its links and extents. A real 64 TiB disk needs a few tens
+// of MiB; a hostile descriptor that repeats one huge extent line thousands
+// of times would otherwise multiply a legitimate allocation.
+const MaxMetaBytes = 512 << 20
+
+var maxMetaBytes int64 = MaxMetaBytes // lowered by tests
+
+// metaBytes is the memory an opened extent holds for its maps.
+func metaBytes(e extent) int64 {
+	switch x := e.(type) {
+	case *sparseExtent:
+		return int64(len(x.gd)+len(x.rgd)) * 4
+	case *deltaExtent:
+		n := int64(len(x.gd)) * 8
+		if x.cache != nil {
+			n += deltaCacheSlots * x.gtEntries * 8
+		}
+		return n
+	}
+	return 0
+}
+
+// countMeta adds ext's map memory to the disk's and refuses past
+// MaxMetaBytes.
+func (l *Link) countMeta(ext extent) error {
+	if l.meta == nil {
+		return nil
+	}
+	if *l.meta += metaBytes(ext); *l.meta > maxMetaBytes {
+		return unsupportedf(l.Path, -1, "grain maps", "the grain maps of the disk's extents need more than %d MiB of memory", maxMetaBytes>>20)
+	}
+	return nil
+}
+
 func openLink(path string, level int, opts *OpenOptions) (l *Link, err error) {
-	l = &Link{Path: path, Level: level, cache: &gtCache{}, scanStreams: opts.ScanTruncatedStreams}
+	l = &Link{Path: path, Level: level, cache: &gtCache{}, scanStreams: opts.ScanTruncatedStreams, meta: opts.meta}
 	defer func() {
 		if err != nil {
 			l.close()
@@ -431,6 +469,7 @@ func openLink(path string, level int, opts *OpenOptions) (l *Link, err error) {
 	if err != nil {
 		return l, err
 	}
+
 	l.CID, l.ParentCID = l.Descriptor.CID, l.Descriptor.ParentCID
 	l.EncryptionKeys = l.Descriptor.EncryptionKeys
 	for _, x := range l.Extents {
@@ -480,6 +519,9 @@ func (l *Link) openMonolithic(f io.ReaderAt, size int64) error {
 	if err != nil {
 		return err
 	}
+	if err := l.countMeta(ext); err != nil {
+		return err
+	}
 	l.exts = append(l.exts, ext)
 	line := ExtentLine{Access: AccessRW, Sectors: int64(ext.hdr.Capacity), Type: ExtentSparse, File: filepath.Base(l.Path)}
 	if h.DescriptorOffset != 0 && h.DescriptorSize != 0 {
@@ -522,6 +564,9 @@ func (l *Link) openMonolithic(f io.ReaderAt, size int64) error {
 func (l *Link) openBareDelta(f io.ReaderAt, size int64, typ string) error {
 	ext, err := openDelta(f, size, l.Path, typ)
 	if err != nil {
+		return err
+	}
+	if err := l.countMeta(ext); err != nil {
 		return err
 	}
 	l.exts = append(l.exts, ext)
@@ -610,6 +655,9 @@ func (l *Link) openDescriptorFile(f *os.File, size int64, opts *OpenOptions) err
 			if err != nil {
 				return err
 			}
+		}
+		if err := l.countMeta(ext); err != nil {
+			return err
 		}
 		n = ext.size() // a sparse or delta extent's header sizes it
 		info.Size = n

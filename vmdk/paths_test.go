@@ -1,9 +1,12 @@
 package vmdk
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -76,4 +79,47 @@ func TestExtentSymlinkOutside(t *testing.T) {
 		t.Fatalf("link inside the folder: %v", err)
 	}
 	d.Close()
+}
+
+// Repeating one extent line does not multiply the memory of its grain
+// maps without bound: past the disk's budget it is refused.
+func TestRepeatedExtentMemoryCapped(t *testing.T) {
+	dir := t.TempDir()
+	const size = 4 << 30 // 128 grain-directory entries of 64 KiB grains
+	ext := filepath.Join(dir, "x.vmdk")
+	if err := Write(ext, bytes.NewReader(nil), size, []Run{{Off: 0, Len: size, State: Zero}}, &WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	one, err := Open(ext, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	per := metaBytes(one.Links()[0].exts[0])
+	one.Close()
+	if per <= 0 {
+		t.Fatalf("map bytes of one extent: %d", per)
+	}
+	defer func(v int64) { maxMetaBytes = v }(maxMetaBytes)
+	maxMetaBytes = 2*per + per/2
+	open := func(lines int) error {
+		desc := "# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\ncreateType=\"twoGbMaxExtentSparse\"\n\n"
+		for range lines {
+			desc += fmt.Sprintf("RW %d SPARSE \"x.vmdk\"\n", size/SectorSize)
+		}
+		p := filepath.Join(dir, fmt.Sprintf("d%d.vmdk", lines))
+		if err := os.WriteFile(p, []byte(desc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		d, err := Open(p, nil)
+		if err == nil {
+			d.Close()
+		}
+		return err
+	}
+	if err := open(2); err != nil {
+		t.Fatalf("2 lines within the budget: %v", err)
+	}
+	if err := open(3); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "grain maps") {
+		t.Fatalf("3 lines past the budget: %v", err)
+	}
 }
