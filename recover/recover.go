@@ -36,10 +36,10 @@ const ReportName = "recover-report.json"
 
 // Notes of the report when a modelled format was used.
 const (
-	NoteDiskModel = "modelled format: encrypted VMDK data was decrypted as XTS-AES-256 with tweak = virtual LBA (FORMATS.md §8, MODEL); a real sample may differ"
-	NoteMACModel  = "modelled format: data-file page MACs were checked against vmcrypt's MODEL (HMAC-SHA256, FORMATS.md §9)"
+	NoteDiskModel = "modelled format: encrypted VMDK data was decrypted as XTS-AES-256 with tweak = virtual LBA (docs/formats.md §8, MODEL); a real sample may differ"
+	NoteMACModel  = "modelled format: data-file page MACs were checked against vmcrypt's MODEL (HMAC-SHA256, docs/formats.md §9)"
 	NoteMACSkip   = "data-file page MACs were NOT checked (--ignore-mac): the MAC is a modelled format"
-	NoteFQIDModel = "modelled format: an fqid (key provider) pair was unlocked through the MODEL of FORMATS.md §7"
+	NoteFQIDModel = "modelled format: an fqid (key provider) pair was unlocked through the MODEL of docs/formats.md §7"
 )
 
 // dataFileExts are the data-file kinds of a VM folder (FORMATS.md §9).

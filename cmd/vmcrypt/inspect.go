@@ -115,7 +115,7 @@ func vmInspectAction(c *cli.Context) error {
 		for _, p := range ks.Pairs() {
 			r.KeySafe = append(r.KeySafe, vmDescribePair(p))
 			if p.Locker != nil && p.Locker.Type == keysafe.TypeFQID {
-				r.Notes = vmAppendOnce(r.Notes, "key-provider pairs use a modelled format (FORMATS.md section 7)")
+				r.Notes = vmAppendOnce(r.Notes, "key-provider pairs use a modelled format (docs/formats.md §7)")
 			}
 		}
 	}

@@ -94,6 +94,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	app := newApp()
 	app.Writer, app.ErrWriter = stdout, stderr
 	err := app.Run(interspersed(app, args))
+	if err != nil && strings.HasPrefix(err.Error(), "No help topic for ") {
+		// urfave/cli's answer to an unknown (sub)command: a usage error.
+		err = usagef("unknown command %s: vmcrypt --help lists the commands", strings.TrimPrefix(err.Error(), "No help topic for "))
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "vmcrypt: %s\n", message(err))
 	}
@@ -116,6 +120,8 @@ func message(err error) string {
 		msg += " (--allow-cid-mismatch reads the chain anyway)"
 	case errors.As(err, &ts):
 		msg += " (vmcrypt vmdk export --scan-truncated-stream does)"
+	case errors.Is(err, vmdk.ErrUnsafePath):
+		msg = strings.Replace(msg, "(allow unsafe paths to follow it)", "(--allow-unsafe-paths follows it)", 1)
 	}
 	return msg
 }

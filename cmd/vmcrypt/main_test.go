@@ -45,8 +45,10 @@ func TestUnknownFlagIsUsage(t *testing.T) {
 	if code, _, _ := runCLI(t, "version", "--no-such-flag"); code != exitUsage {
 		t.Fatalf("exit %d, want %d", code, exitUsage)
 	}
-	if code, _, _ := runCLI(t, "no-such-command"); code == exitOK {
-		t.Fatalf("unknown command exited 0")
+	for _, args := range [][]string{{"no-such-command"}, {"vmx", "bogus"}, {"nkp", "bogus"}} {
+		if code, _, stderr := runCLI(t, args...); code != exitUsage || !strings.Contains(stderr, "unknown command") {
+			t.Fatalf("%v: exit %d, %q; want %d", args, code, stderr, exitUsage)
+		}
 	}
 }
 
@@ -64,9 +66,10 @@ func TestMissingInputSentence(t *testing.T) {
 // A refusal that a flag gets past names the flag.
 func TestMessageNamesTheFlag(t *testing.T) {
 	for err, want := range map[error]string{
-		fmt.Errorf("vmdk: top.vmdk has parentCID 1: %w", vmdk.ErrCIDMismatch):               "--allow-cid-mismatch",
-		fmt.Errorf("disk: %w", &vmdk.TruncatedStreamError{Err: vmdk.ErrCorrupt}):            "--scan-truncated-stream",
-		fmt.Errorf("open x: %w", &fs.PathError{Op: "open", Path: "x", Err: fs.ErrNotExist}): "x does not exist",
+		fmt.Errorf("vmdk: top.vmdk has parentCID 1: %w", vmdk.ErrCIDMismatch):                                                  "--allow-cid-mismatch",
+		fmt.Errorf("disk: %w", &vmdk.TruncatedStreamError{Err: vmdk.ErrCorrupt}):                                               "--scan-truncated-stream",
+		fmt.Errorf("open x: %w", &fs.PathError{Op: "open", Path: "x", Err: fs.ErrNotExist}):                                    "x does not exist",
+		fmt.Errorf("vmdk: d.vmdk: extent 1: \"/etc/x\" is absolute: %w (allow unsafe paths to follow it)", vmdk.ErrUnsafePath): "(--allow-unsafe-paths follows it)",
 	} {
 		if m := message(err); !strings.Contains(m, want) {
 			t.Errorf("%v: message %q lacks %q", err, m, want)

@@ -36,7 +36,7 @@ func init() {
 			&cli.BoolFlag{Name: "flatten", Usage: "write one image per disk instead of keeping the snapshot chain"},
 			&cli.IntFlag{Name: "jobs", Usage: "`N` parallel workers per disk (default: all cores)"},
 			&cli.BoolFlag{Name: "force", Usage: "replace existing outputs"},
-			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bars, no summary"},
+			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bars, no summary (warnings still go to stderr)"},
 			&cli.BoolFlag{Name: "progress", Usage: "draw progress bars on stderr even when it is not a terminal"},
 			&cli.BoolFlag{Name: "ignore-mac", Usage: "do not check the page MACs of data files (their MAC is a modelled format)"},
 			&cli.BoolFlag{Name: "allow-unsafe-paths", Usage: "follow disk extent paths and parent hints that are absolute or contain \"..\", and symbolic links out of the VM folder"},
@@ -117,6 +117,12 @@ func recoverAction(c *cli.Context) error {
 			fmt.Fprintf(w, "warning: %s\n", wn)
 		}
 		fmt.Fprintf(w, "report: %s\n", filepath.Join(rep.OutDir, recover.ReportName))
+	} else {
+		// Quiet is no bars and no summary; what was left behind or
+		// removed is still said, on stderr.
+		for _, wn := range rep.Warnings {
+			fmt.Fprintf(c.App.ErrWriter, "warning: %s\n", wn)
+		}
 	}
 	return nil
 }

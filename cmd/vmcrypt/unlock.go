@@ -53,7 +53,7 @@ func vmUnlockAction(c *cli.Context) error {
 	fmt.Fprintf(w, "%s\n", path)
 	fmt.Fprintf(w, "  key safe:        pair %d of %d (%s) opened by %s\n", vm.opened.Pair+1, len(pairs), vm.opened.Locker, vm.opened.Source)
 	if pairs[vm.opened.Pair].Locker.Type == keysafe.TypeFQID {
-		fmt.Fprintf(w, "                   (key-provider pair: modelled format, FORMATS.md section 7)\n")
+		fmt.Fprintf(w, "                   (key-provider pair: modelled format, docs/formats.md §7)\n")
 	}
 	fmt.Fprintf(w, "  config key:      %s\n", vm.key.Cipher)
 	fmt.Fprintf(w, "  encryption.data: MAC verified, %d bytes of settings\n", len(vm.decrypted.Text))
