@@ -188,6 +188,13 @@ func parseHeader(b []byte, size int64, name string) (Header, error) {
 	if ls > uint64(avail)*DataPerPage {
 		return Header{}, corrupt(name, offLogicalSize, "logicalSize", "%d bytes need %d pages, the file holds %d (truncated?)", ls, (ls+DataPerPage-1)/DataPerPage, avail)
 	}
+	// The header is outside the MODEL MAC: the page count must be exactly
+	// what logicalSize needs, so that a changed logicalSize (or pages
+	// appended or cut) is caught here rather than written as wrong output.
+	need := (int64(ls) + DataPerPage - 1) / DataPerPage
+	if want := HeaderSize + need*PageSize; size != want {
+		return Header{}, corrupt(name, offLogicalSize, "logicalSize", "%d bytes need %d pages (a %d-byte file), but the file is %d bytes: logicalSize was changed, or the file was cut or extended", ls, need, want, size)
+	}
 	return Header{Version: v, LogicalSize: int64(ls)}, nil
 }
 
@@ -270,7 +277,35 @@ func NewReader(r io.ReaderAt, size int64, dataFileKey []byte, opts *Options) (*R
 	rd.pool.New = func() any {
 		return &pageState{cbc: cipher.NewCBCDecrypter(blk, zeroIV), mac: hmac.New(sha256.New, rd.key)}
 	}
+	if err := rd.checkPadding(); err != nil {
+		return nil, err
+	}
 	return rd, nil
+}
+
+// checkPadding decrypts the last page and checks that the plaintext past
+// logicalSize is zero, as writers pad: a logicalSize lowered into data
+// (which the MODEL MAC does not cover) is caught before anything is read.
+// A logicalSize raised within the zero padding cannot be told apart.
+func (r *Reader) checkPadding() error {
+	ls := r.hdr.LogicalSize
+	if ls%DataPerPage == 0 {
+		return nil
+	}
+	pg := ls / DataPerPage
+	st := r.pool.Get().(*pageState)
+	defer r.pool.Put(st)
+	fo := HeaderSize + pg*PageSize
+	if n, err := r.r.ReadAt(st.page[:], fo); n != PageSize {
+		return fmt.Errorf("datafile: %s: reading page %d at offset %d: %w", r.name, pg, fo, noEOF(err))
+	}
+	if err := r.open(st, pg, st.page[:]); err != nil {
+		return err
+	}
+	if i := nonZero(st.page[ls%DataPerPage : DataPerPage]); i >= 0 {
+		return corrupt(r.name, offLogicalSize, "logicalSize", "%d, but the last page holds data after it (at plaintext offset %d): logicalSize was changed", ls, ls+int64(i))
+	}
+	return nil
 }
 
 // Header returns the parsed header.

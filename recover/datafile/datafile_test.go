@@ -172,7 +172,13 @@ func TestOtherKeyIsCorrupt(t *testing.T) {
 	f := encrypt(t, plain(5000), testKey(32), 1)
 	other := testKey(32)
 	other[0] ^= 1
-	r, err := NewReader(bytes.NewReader(f), int64(len(f)), other, nil)
+	// The last page is checked when the reader is made; any other page
+	// when it is read.
+	if _, err := NewReader(bytes.NewReader(f), int64(len(f)), other, nil); !errors.Is(err, keysafe.ErrCorrupt) {
+		t.Fatalf("err %v", err)
+	}
+	whole := encrypt(t, plain(2*4064), testKey(32), 1)
+	r, err := NewReader(bytes.NewReader(whole), int64(len(whole)), other, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,11 +221,26 @@ func TestHeaderChecks(t *testing.T) {
 			t.Errorf("%s: err %v, want %v", c.name, err, c.want)
 		}
 	}
-	// A logicalSize smaller than the pages is fine (trailing slack).
-	f := append([]byte(nil), good...)
-	binary.LittleEndian.PutUint64(f[0x18:], 4064)
-	if _, err := NewReader(bytes.NewReader(f), int64(len(f)), key, nil); err != nil {
-		t.Fatal(err)
+	// The header is outside the MODEL MAC, so a changed logicalSize must
+	// not pass: fewer pages than the file holds, a cut inside the data of
+	// the last page, or a page appended are all corrupt, never a shorter
+	// or longer plaintext with success.
+	odd := encrypt(t, plain(2*4064+100), key, 1)
+	for _, c := range []struct {
+		name string
+		f    []byte
+		ls   uint64
+	}{
+		{"whole pages dropped", good, 4064},
+		{"cut inside the last page's data", odd, 2*4064 + 50},
+		{"cut to the last page's start", odd, 2 * 4064},
+		{"a page appended", append(append([]byte(nil), good...), make([]byte, PageSize)...), 3 * 4064},
+	} {
+		f := append([]byte(nil), c.f...)
+		binary.LittleEndian.PutUint64(f[0x18:], c.ls)
+		if _, err := NewReader(bytes.NewReader(f), int64(len(f)), key, nil); !errors.Is(err, keysafe.ErrCorrupt) || !strings.Contains(err.Error(), "logicalSize") {
+			t.Errorf("%s: %v, want a corrupt logicalSize", c.name, err)
+		}
 	}
 }
 
