@@ -53,7 +53,11 @@ func scanAction(c *cli.Context) error {
 
 func printScan(w io.Writer, rep *scan.Report) {
 	s := rep.Summary
-	fmt.Fprintf(w, "scan of %s: %s (%d encrypted, %d exposed, %d plain)\n", rep.Root, scanPlural(s.VMs, "VM"), s.Encrypted, s.Exposed, s.Plain)
+	unreadable := ""
+	if s.Unreadable > 0 {
+		unreadable = fmt.Sprintf(", %d unreadable", s.Unreadable)
+	}
+	fmt.Fprintf(w, "scan of %s: %s (%d encrypted, %d exposed, %d plain%s)\n", rep.Root, scanPlural(s.VMs, "VM"), s.Encrypted, s.Exposed, s.Plain, unreadable)
 	for _, vm := range rep.VMs {
 		fmt.Fprintln(w)
 		title := vm.VMX

@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -122,13 +123,14 @@ type VM struct {
 
 // Summary counts VMs and files by status.
 type Summary struct {
-	VMs       int            `json:"vms"`
-	Encrypted int            `json:"encrypted"`
-	Exposed   int            `json:"exposed"`
-	Plain     int            `json:"plain"`
-	Files     map[Status]int `json:"files"`
-	Keys      []KeyUse       `json:"keys,omitempty"`
-	Truncated bool           `json:"truncated,omitempty"` // MaxFiles reached
+	VMs        int            `json:"vms"`
+	Encrypted  int            `json:"encrypted"`
+	Exposed    int            `json:"exposed"`
+	Unreadable int            `json:"unreadable"` // VMs with a file that could not be read
+	Plain      int            `json:"plain"`
+	Files      map[Status]int `json:"files"`
+	Keys       []KeyUse       `json:"keys,omitempty"`
+	Truncated  bool           `json:"truncated,omitempty"` // MaxFiles reached
 }
 
 // KeyUse is a key and how many VMs need it.
@@ -155,6 +157,15 @@ func Scan(root string) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !st.IsDir() && !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a folder or a regular file", root)
+	}
+	// The root the user names may be a link (ESXi's /vmfs/volumes/NAME
+	// is one): walk what it points to. Links inside are not followed.
+	walkRoot := root
+	if real, err := filepath.EvalSymlinks(root); err == nil {
+		walkRoot = real
+	}
 	rep := &Report{Root: root, Summary: Summary{Files: map[Status]int{}}}
 	byDir := map[string][]string{}
 	n := 0
@@ -162,6 +173,7 @@ func Scan(root string) (*Report, error) {
 		byDir[filepath.Dir(root)] = []string{filepath.Base(root)}
 		root = filepath.Dir(root)
 	} else {
+		root = walkRoot
 		err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
 				return nil // unreadable folder: skip it, keep scanning
@@ -308,7 +320,7 @@ func owner(vms []VM, path string) int {
 // finish sets the VM's status, keys and exposed list.
 func (vm *VM) finish() {
 	seen := map[KeyRef]bool{}
-	allEnc, vmxEnc := true, false
+	allEnc, vmxEnc, unreadable := true, false, false
 	for _, f := range vm.Files {
 		for _, k := range f.Keys {
 			if !seen[k] {
@@ -325,6 +337,9 @@ func (vm *VM) finish() {
 			if f.Kind == KindVMX {
 				vmxEnc = true
 			}
+		case Error:
+			// Neither plain nor encrypted can be claimed for it.
+			unreadable = unreadable || f.Kind != KindOther
 		default:
 			if f.Kind != KindOther && f.Kind != KindExtent {
 				allEnc = false
@@ -334,6 +349,8 @@ func (vm *VM) finish() {
 	switch {
 	case len(vm.Exposed) > 0:
 		vm.Status = Exposed
+	case unreadable:
+		vm.Status = Error // what it holds cannot be told
 	case vmxEnc && allEnc:
 		vm.Status = Encrypted
 	default:
@@ -352,6 +369,8 @@ func (r *Report) summarise() {
 			s.Encrypted++
 		case Exposed:
 			s.Exposed++
+		case Error:
+			s.Unreadable++
 		default:
 			s.Plain++
 		}
@@ -530,6 +549,12 @@ func scanDisk(dir, name, rel string) (File, bool) {
 			f.Signatures = sigs
 			f.Status = Exposed
 			f.Why = "descriptor says encrypted but the data holds " + sigNames(sigs) + " in clear"
+			return f, true
+		}
+		// No signature: is the stored data random, as ciphertext is?
+		if h, n := sampleEntropy(l, 256<<10); n >= 4096 && h < 7.5 {
+			f.Status = Exposed
+			f.Why = fmt.Sprintf("descriptor says encrypted but its data is not random (%.2f bits per byte over %d bytes sampled): it reads as plain", h, n)
 		}
 		return f, true
 	}
@@ -572,16 +597,52 @@ func scanDisk(dir, name, rel string) (File, bool) {
 	return f, true
 }
 
-// strong keeps the signatures that cannot appear in ciphertext by chance
-// (everything but a bare MBR boot signature, 1 in 65536).
-func strong(s []Signature) []Signature {
-	var out []Signature
-	for _, x := range s {
-		if x.Name != "MBR partition table" && x.Name != "protective MBR" {
-			out = append(out, x)
+// strong keeps the signatures that cannot appear in ciphertext by chance.
+// Every one Detect reports is: its MBR needs the boot signature and four
+// entries with valid boot flags and non-empty extents (about 1 in 2^44 for
+// random bytes), not the bare 0x55AA.
+func strong(s []Signature) []Signature { return s }
+
+// sampleEntropy reads up to max bytes of l's stored data (raw, no key),
+// skipping all-zero sectors, and returns the Shannon entropy in bits per
+// byte of what it read and how many bytes that was. Ciphertext is close
+// to 8. It stops walking the grain tables once it has enough.
+func sampleEntropy(l *vmdk.Link, max int64) (float64, int64) {
+	var counts [256]int64
+	var n int64
+	sec := make([]byte, 512)
+	err := l.WalkAllocated(func(run vmdk.Run) error {
+		if run.State != vmdk.Data {
+			return nil
+		}
+		for off := run.Off; off+512 <= run.Off+run.Len; off += 512 {
+			if n >= max {
+				return errStop
+			}
+			if _, err := l.ReadAt(sec, off); err != nil {
+				return err
+			}
+			if bytes.Count(sec, []byte{0}) == len(sec) {
+				continue
+			}
+			for _, c := range sec {
+				counts[c]++
+			}
+			n += 512
+		}
+		return nil
+	})
+	if (err != nil && !errors.Is(err, errStop)) || n == 0 {
+		return 0, 0
+	}
+	h := 0.0
+	for _, c := range counts {
+		if c > 0 {
+			p := float64(c) / float64(n)
+			h -= p * math.Log2(p)
 		}
 	}
-	return out
+	return h, n
 }
 
 func allGuestEncrypted(s []Signature) bool {

@@ -9,7 +9,9 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/vmcrypt/vmcrypt/fixtures"
 	"github.com/vmcrypt/vmcrypt/vmdk"
@@ -338,4 +340,80 @@ func FuzzDetect(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		Detect(bytes.NewReader(b), int64(len(b)))
 	})
+}
+
+// Cases a review found: an unreadable file makes a VM unreadable (never
+// plain); a root that is a symbolic link (ESXi's /vmfs/volumes/NAME) is
+// walked; a descriptor that claims encryption over plain data without any
+// signature is exposed by its entropy; a FIFO root is refused, not waited on.
+func TestScanReviewCases(t *testing.T) {
+	root := t.TempDir()
+	fx, err := fixtures.Generate(filepath.Join(root, "enc"), fixtures.Recipe{Provider: fixtures.ProviderPassphrase, Size: fixtures.MinDiskSize, Seed: 11})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vmDir := filepath.Join(fx.Dir, fixtures.VMDir)
+	rep, err := Scan(vmDir)
+	if err != nil || rep.VMs[0].Status != Encrypted {
+		t.Fatalf("intact: %v %+v", err, rep)
+	}
+	if err := os.Truncate(filepath.Join(vmDir, "fixture.nvram"), 8000); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = Scan(vmDir)
+	if err != nil || rep.VMs[0].Status != Error || rep.Summary.Unreadable != 1 || rep.Summary.Plain != 0 {
+		t.Fatalf("truncated nvram: VM %s, summary %+v, %v", rep.VMs[0].Status, rep.Summary, err)
+	}
+
+	link := filepath.Join(t.TempDir(), "datastore1")
+	if err := os.Symlink(root, link); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = Scan(link)
+	if err != nil || len(rep.VMs) != 1 {
+		t.Fatalf("symlinked root: %v, %d VMs", err, len(rep.VMs))
+	}
+
+	text := []byte(strings.Repeat("the quick brown fox reads the plain guest disk\n", 30000))[:1<<20]
+	liar := filepath.Join(t.TempDir(), "liar")
+	os.MkdirAll(liar, 0o755)
+	size := int64(len(text))
+	if err := vmdk.Write(filepath.Join(liar, "liar.vmdk"), bytes.NewReader(text), size, []vmdk.Run{{Off: 0, Len: size, State: vmdk.Data}},
+		&vmdk.WriteOptions{EncryptionKeys: "vmware:key/list/()", IOFilters: "vmwarevmcrypt"}); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = Scan(liar)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := fileOf(t, rep.VMs[0], "liar.vmdk"); f.Status != Exposed || !strings.Contains(f.Why, "not random") {
+		t.Fatalf("plain data under an encryption descriptor: %s %s", f.Status, f.Why)
+	}
+	// The same descriptor over ciphertext-like data stays encrypted.
+	rnd := make([]byte, size)
+	fixtures.NewStream(1, "random").Read(rnd)
+	os.Remove(filepath.Join(liar, "liar.vmdk"))
+	if err := vmdk.Write(filepath.Join(liar, "liar.vmdk"), bytes.NewReader(rnd), size, []vmdk.Run{{Off: 0, Len: size, State: vmdk.Data}},
+		&vmdk.WriteOptions{EncryptionKeys: "vmware:key/list/()", IOFilters: "vmwarevmcrypt"}); err != nil {
+		t.Fatal(err)
+	}
+	rep, _ = Scan(liar)
+	if f := fileOf(t, rep.VMs[0], "liar.vmdk"); f.Status != Encrypted {
+		t.Fatalf("random data under an encryption descriptor: %s %s", f.Status, f.Why)
+	}
+
+	fifo := filepath.Join(t.TempDir(), "p.nvram")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := Scan(fifo); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("a FIFO root was scanned")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Scan blocked on a FIFO root")
+	}
 }
