@@ -693,15 +693,32 @@ func scanExtent(dir, name, rel string, owned bool, disk File) File {
 	f.Size = fi.Size()
 	if owned {
 		f.Status, f.Why = disk.Status, "extent of "+disk.Path+" ("+string(disk.Status)+")"
-		if disk.Status == Error {
-			f.Status = Plain
-		}
 		return f
 	}
 	h := make([]byte, 4)
 	fh.ReadAt(h, 0)
 	if string(h) == "KDMV" || string(h) == "COWD" || string(h) == "\xff\xee\xdd\xcc" {
-		f.Status, f.Why = Plain, "extent file without a descriptor in this folder (sparse metadata only examined)"
+		// A sparse extent alone opens as a disk of its own: look at its
+		// data as at a plain disk's.
+		d, err := vmdk.Open(filepath.Join(dir, name), nil)
+		if err != nil {
+			f.Status, f.Why = Plain, "sparse extent file without a descriptor in this folder (its data could not be read: "+err.Error()+")"
+			return f
+		}
+		defer d.Close()
+		sigs, err := Detect(d, d.Size())
+		if err != nil {
+			return errFile(f, err)
+		}
+		f.Signatures = sigs
+		switch h, n := sampleEntropy(d.Links()[0], 256<<10); {
+		case len(sigs) > 0 && !allGuestEncrypted(sigs):
+			f.Status, f.Why = Exposed, "sparse extent without a descriptor holding "+sigNames(sigs)+" in clear"
+		case n >= 4096 && h < 7.5:
+			f.Status, f.Why = Exposed, fmt.Sprintf("sparse extent without a descriptor holding data that is not random (%.2f bits per byte): plain guest data", h)
+		default:
+			f.Status, f.Why = Plain, "sparse extent without a descriptor; no known structure, its data random or absent"
+		}
 		return f
 	}
 	sigs, err := Detect(fh, fi.Size())

@@ -417,3 +417,30 @@ func TestScanReviewCases(t *testing.T) {
 		t.Fatal("Scan blocked on a FIFO root")
 	}
 }
+
+// A sparse extent found without its descriptor is read as a disk of its
+// own: plain guest data in it is exposed; an encrypted VM's extent is not.
+func TestScanOrphanSparseExtent(t *testing.T) {
+	for _, c := range []struct {
+		partial bool
+		want    Status
+	}{{true, Exposed}, {false, Plain}} {
+		fx, err := fixtures.Generate(filepath.Join(t.TempDir(), "fx"), fixtures.Recipe{Provider: fixtures.ProviderPassphrase, Disk: vmdk.SubformatTwoGbMaxExtentSparse, Partial: c.partial, Size: fixtures.MinDiskSize, Seed: 12})
+		if err != nil {
+			t.Fatal(err)
+		}
+		lone := t.TempDir()
+		b, err := os.ReadFile(filepath.Join(fx.Dir, fixtures.VMDir, "fixture-s001.vmdk"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(lone, "fixture-s001.vmdk"), b, 0o644)
+		rep, err := Scan(lone)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f := fileOf(t, rep.VMs[0], "fixture-s001.vmdk"); f.Status != c.want {
+			t.Fatalf("partial=%v: %s (%s), want %s", c.partial, f.Status, f.Why, c.want)
+		}
+	}
+}
