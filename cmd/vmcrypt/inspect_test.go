@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vmcrypt/vmcrypt/fixtures"
+	"github.com/vmcrypt/vmcrypt/vmdk"
 	"github.com/vmcrypt/vmcrypt/vmx"
 	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
 )
@@ -165,6 +167,7 @@ func TestUnlockDisks(t *testing.T) {
 		}
 		desc += "createType=\"monolithicFlat\"\nRW 8 FLAT \"Virtual Disk-flat.vmdk\" 0\nddb.iofilters = \"vmwarevmcrypt\"\n"
 		os.WriteFile(filepath.Join(filepath.Dir(in), "Virtual Disk.vmdk"), []byte(desc), 0o644)
+		os.WriteFile(filepath.Join(filepath.Dir(in), "Virtual Disk-flat.vmdk"), make([]byte, 8*512), 0o644)
 		code, out, e := runCLI(t, "unlock", in, "--passphrase-file", passFile(t, "password"))
 		if code != c.want {
 			t.Errorf("%s: exit %d, want %d: %s %s", c.name, code, c.want, out, e)
@@ -197,5 +200,45 @@ func TestInspectRoundsAboveCap(t *testing.T) {
 	t.Setenv(envPassphrase, "password")
 	if code, _, stderr := runCLI(t, "unlock", p); code != exitCorrupt || !strings.Contains(stderr, "above the cap") {
 		t.Fatalf("unlock: exit %d, %s", code, stderr)
+	}
+}
+
+// unlock proves the key of every link of a disk's chain, not only the top
+// one: a snapshot whose base is locked by another passphrase fails (3),
+// as recover would.
+func TestUnlockWholeChain(t *testing.T) {
+	noEnvPassphrase(t)
+	dir := t.TempDir()
+	fx, err := fixtures.Generate(filepath.Join(dir, "fx"), fixtures.Recipe{Provider: fixtures.ProviderPassphrase, Disk: vmdk.SubformatMonolithicFlat, Snapshot: true, Size: fixtures.MinDiskSize, Seed: 21})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm := filepath.Join(fx.Dir, fixtures.VMDir)
+	pass := filepath.Join(fx.Dir, fixtures.SecretsDir, "passphrase.txt")
+	if code, out, stderr := runCLI(t, "unlock", vm, "--passphrase-file", pass); code != exitOK || strings.Count(out, "key opened by passphrase") != 2 {
+		t.Fatalf("both links: exit %d\n%s%s", code, out, stderr)
+	}
+	base := filepath.Join(vm, fixtures.DefaultName+".vmdk")
+	b, err := os.ReadFile(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := vmdk.ParseDescriptor(b, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &keysafe.Key{Cipher: keysafe.CipherXTSAES256, Bytes: make([]byte, 64)}
+	p, err := keysafe.LockPhrase(k, []byte("another passphrase"), keysafe.CipherAES256, 1000, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.EncryptionKeys = keysafe.NewList(p).String()
+	nb, err := d.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(base, nb, 0o644)
+	if code, out, stderr := runCLI(t, "unlock", vm, "--passphrase-file", pass); code != exitWrongKey || !strings.Contains(stderr, fixtures.DefaultName+".vmdk") {
+		t.Fatalf("base locked by another passphrase: exit %d\n%s%s", code, out, stderr)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/vmcrypt/vmcrypt/recover/keys"
+	"github.com/vmcrypt/vmcrypt/vmdk"
 	"github.com/vmcrypt/vmcrypt/vmx"
 	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
 )
@@ -80,24 +81,35 @@ func vmUnlockDisks(w io.Writer, dir string, settings *vmx.File, res *keys.Resolv
 			fmt.Fprintf(w, "%-19s%s: not found, not checked\n", label, d.FileName)
 			continue
 		}
-		_, enc, note, ksText := vmProbeVMDK(p)
-		switch {
-		case enc == nil:
-			fmt.Fprintf(w, "%-19s%s: not checked (%s)\n", label, d.FileName, note)
-			continue
-		case !*enc:
+		// Every link of the chain: a snapshot's base may be locked by
+		// another key than its delta, and recover needs them all.
+		disk, err := vmdk.Open(p, nil)
+		if err != nil {
+			return fmt.Errorf("disk %s (%s): %w", d.FileName, d.Device, err)
+		}
+		enc := false
+		for _, l := range disk.Links() {
+			if l.EncryptionKeys == "" {
+				continue
+			}
+			enc = true
+			ks, err := keysafe.Parse(l.EncryptionKeys)
+			if err == nil {
+				var k *keysafe.Key
+				var op keys.Opened
+				if k, op, err = res.Open(ks); err == nil {
+					fmt.Fprintf(w, "%-19s%s: %s key opened by %s (%s)\n", label, filepath.Base(l.Path), k.Cipher, op.Source, op.Locker)
+					label = ""
+					continue
+				}
+			}
+			disk.Close()
+			return fmt.Errorf("%s: encryptionKeys: %w", l.Path, err)
+		}
+		disk.Close()
+		if !enc {
 			fmt.Fprintf(w, "%-19s%s: not encrypted\n", label, d.FileName)
-			continue
 		}
-		ks, err := keysafe.Parse(ksText)
-		if err != nil {
-			return fmt.Errorf("%s: encryptionKeys: %w", p, err)
-		}
-		k, op, err := res.Open(ks)
-		if err != nil {
-			return fmt.Errorf("%s: encryptionKeys: %w", p, err)
-		}
-		fmt.Fprintf(w, "%-19s%s: %s key opened by %s (%s)\n", label, d.FileName, k.Cipher, op.Source, op.Locker)
 	}
 	return nil
 }
