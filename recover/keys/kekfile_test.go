@@ -231,3 +231,24 @@ func FuzzKEKJSON(f *testing.F) {
 		}
 	})
 }
+
+// A KEK file that holds the key id under another provider name: the
+// missing-key error says so (the source's hint), not the generic "a KEK
+// file with this key id opens it".
+func TestResolverHintFromSource(t *testing.T) {
+	key := randKey(t, keysafe.CipherXTSAES256)
+	kek := rand32(t)
+	p, err := keysafe.LockFQID(key, "vmcrypt-kms", "id-7", kek, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kf, err := ParseKEKJSON("other.json", []byte(`{"provider": "other-kms", "keyId": "id-7", "key": "`+b64(kek)+`"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = NewResolver(kf).Open(keysafe.NewList(p))
+	var nf *keysafe.KeyNotFoundError
+	if !errors.As(err, &nf) || !strings.Contains(nf.Hint, "other-kms") {
+		t.Fatalf("%v (hint %q)", err, nf.Hint)
+	}
+}

@@ -136,6 +136,7 @@ func (r *Resolver) Open(l *keysafe.Locator) (*keysafe.Key, Opened, error) {
 	}
 	var wrong, corrupt error
 	notFound := notFoundFor(pairs)
+	sourceHint := false
 	for i, p := range pairs {
 		switch p.Locker.Type {
 		case keysafe.TypePhrase:
@@ -168,8 +169,11 @@ func (r *Resolver) Open(l *keysafe.Locator) (*keysafe.Key, Opened, error) {
 				kek, err := s.KEK(prov, kid)
 				if err != nil {
 					var kn *keysafe.KeyNotFoundError
-					if errors.As(err, &kn) && kn.Hint != "" && notFound.Provider == prov && notFound.KeyID == kid && notFound.Hint == "" {
-						notFound.Hint = kn.Hint
+					// The first hint a source gives (it holds the key id
+					// for another provider; the VM needs another KDK than
+					// the backup's) says more than the generic one.
+					if errors.As(err, &kn) && kn.Hint != "" && notFound.Provider == prov && notFound.KeyID == kid && !sourceHint {
+						notFound.Hint, sourceHint = kn.Hint, true
 					}
 					switch {
 					case errors.Is(err, keysafe.ErrKeyNotFound):
