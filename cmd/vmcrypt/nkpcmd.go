@@ -124,9 +124,13 @@ func nkpInspect(c *cli.Context) error {
 	case !given && errors.Is(err, keysafe.ErrWrongKey):
 		rep.Password = "not given (the empty password does not open it)"
 		err = nil
-	default:
+	case errors.Is(err, keysafe.ErrWrongKey):
 		// Still show the structure; the exit code says what failed.
 		rep.Password = "does not open"
+		rep.Error = err.Error()
+	default:
+		// The password was not refused: what the backup holds is.
+		rep.Password = "not refused; the backup cannot be read (see error)"
 		rep.Error = err.Error()
 	}
 	if c.Bool("json") {

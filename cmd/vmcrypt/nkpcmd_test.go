@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -148,6 +149,17 @@ func TestNKPInspectKeytool(t *testing.T) {
 	code, stdout, _ := runCLI(t, "nkp", "inspect", filepath.Join(nkpTestdata, "java-empty-password.p12"), "--json")
 	if code != exitOK || !strings.Contains(stdout, "22222222-2222-3333-4444-555555555555") {
 		t.Fatalf("empty password: %d %s", code, stdout)
+	}
+	// A keytool backup of an AES-128 key: the password is right, the key
+	// is not a KDK. Unsupported (5), and not "does not open".
+	kt := filepath.Join(dir, "kt128.p12")
+	if out, err := exec.Command("keytool", "-genseckey", "-keyalg", "AES", "-keysize", "128", "-storetype", "PKCS12",
+		"-alias", "95f3aca1-1111-4222-8333-444455556666", "-keystore", kt, "-storepass", "secret123").CombinedOutput(); err != nil {
+		t.Fatalf("keytool: %v %s", err, out)
+	}
+	code, stdout, _ = runCLI(t, "nkp", "inspect", kt, "--password-file", pwf)
+	if code != exitCorrupt || strings.Contains(stdout, "does not open") || !strings.Contains(stdout, "not refused") {
+		t.Fatalf("AES-128 backup: exit %d\n%s", code, stdout)
 	}
 }
 

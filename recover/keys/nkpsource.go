@@ -3,7 +3,6 @@ package keys
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/vmcrypt/vmcrypt/nkp"
 	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
@@ -52,7 +51,7 @@ func OpenNKPBackup(path string, password []byte) (*NKPBackup, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return NewNKPSource("NKP backup "+filepath.Base(path), kdks), nil
+	return NewNKPSource("NKP backup "+path, kdks), nil // the path as given: two backup.p12 files stay apart
 }
 
 // NewNKPSource returns a source over KDKs already read (name is for
