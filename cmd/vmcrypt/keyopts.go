@@ -25,7 +25,7 @@ func keyFlags() []cli.Flag {
 		&cli.StringFlag{Name: "passphrase-file", Usage: "read the VM passphrase from `FILE` (a leading BOM and one trailing newline are dropped); or set " + envPassphrase},
 		&cli.StringSliceFlag{Name: "kek", Usage: "KEK `FILE` (JSON) or folder of raw 32-byte keys named by key id; repeatable"},
 		&cli.StringSliceFlag{Name: "nkp-backup", Usage: "Native Key Provider backup `FILE` (.p12); repeatable"},
-		&cli.StringFlag{Name: "nkp-password-file", Usage: "read the NKP backup password from `FILE`; or set " + envNKPPassword + " (empty password if neither)"},
+		&cli.StringSliceFlag{Name: "nkp-password-file", Usage: "read an NKP backup password from `FILE` (repeatable: each backup opens with the first that fits); or set " + envNKPPassword + " (empty password if neither)"},
 	}
 }
 

@@ -1,17 +1,20 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"os"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/vmcrypt/vmcrypt/recover/keys"
+	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
 )
 
 // providerSources builds the KEK-file and NKP-backup sources from --kek
 // (repeatable: a JSON file or a folder of raw keys), --nkp-backup
-// (repeatable) and --nkp-password-file / VMCRYPT_NKP_PASSWORD (the empty
-// password when neither is set). Every backup is opened here, so a wrong
+// (repeatable) and --nkp-password-file (repeatable), else
+// VMCRYPT_NKP_PASSWORD, else the empty password. Every backup is opened here, so a wrong
 // password (exit 3) or a damaged file (exit 5) stops before any work.
 func providerSources(c *cli.Context) ([]keys.Source, error) {
 	var srcs []keys.Source
@@ -23,19 +26,41 @@ func providerSources(c *cli.Context) ([]keys.Source, error) {
 		srcs = append(srcs, kf)
 	}
 	backups := c.StringSlice("nkp-backup")
+	files := c.StringSlice("nkp-password-file")
 	if len(backups) == 0 {
-		if c.String("nkp-password-file") != "" {
+		if len(files) > 0 {
 			return nil, usagef("--nkp-password-file needs --nkp-backup")
 		}
 		return srcs, nil
 	}
-	pw, err := nkpPassword(c, "nkp-password-file")
-	if err != nil {
-		return nil, err
+	// Backups of different providers may have different passwords: each
+	// opens with the first password given that fits it.
+	var pws [][]byte
+	for _, f := range files {
+		pw, err := readSecretFile(f)
+		if err != nil {
+			return nil, err
+		}
+		pws = append(pws, pw)
+	}
+	if v, ok := os.LookupEnv(envNKPPassword); ok && len(files) == 0 {
+		pws = append(pws, []byte(v))
+	}
+	if len(pws) == 0 {
+		pws = [][]byte{nil} // the empty password
 	}
 	for _, p := range backups {
-		s, err := keys.OpenNKPBackup(p, pw)
+		var s *keys.NKPBackup
+		var err error
+		for _, pw := range pws {
+			if s, err = keys.OpenNKPBackup(p, pw); err == nil || !errors.Is(err, keysafe.ErrWrongKey) {
+				break
+			}
+		}
 		if err != nil {
+			if errors.Is(err, keysafe.ErrWrongKey) && len(pws) > 1 {
+				err = fmt.Errorf("none of the %d passwords given opens it: %w", len(pws), err)
+			}
 			return nil, err
 		}
 		srcs = append(srcs, s)

@@ -108,6 +108,18 @@ func TestUnlockWithNKPBackup(t *testing.T) {
 		t.Fatalf("wrong password: exit %d", code)
 	}
 	os.Unsetenv(envNKPPassword)
+	// Two backups with different passwords: each opens with the one of
+	// the given passwords that fits it, in any order.
+	empty := nkpSecretFile(t, dir, "")
+	for _, order := range [][]string{{pwf, empty}, {empty, pwf}} {
+		args := []string{"unlock", vm, "--nkp-backup", b, "--nkp-backup", a, "--nkp-password-file", order[0], "--nkp-password-file", order[1]}
+		if code, _, stderr := runCLI(t, args...); code != exitOK {
+			t.Fatalf("two backups, two passwords: exit %d %s", code, stderr)
+		}
+	}
+	if code, _, stderr := runCLI(t, "unlock", vm, "--nkp-backup", a, "--nkp-password-file", empty, "--nkp-password-file", nkpSecretFile(t, dir, "nope2")); code != exitWrongKey || !strings.Contains(stderr, "none of the 2 passwords") {
+		t.Fatalf("no password fits: exit %d %s", code, stderr)
+	}
 	code, _, stderr := runCLI(t, "unlock", vm, "--nkp-backup", b)
 	if code != exitKeyNotFound || !strings.Contains(stderr, kdkA.ID.String()) {
 		t.Fatalf("other KDK: exit %d %s", code, stderr)
