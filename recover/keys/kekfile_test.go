@@ -248,7 +248,10 @@ func TestResolverHintFromSource(t *testing.T) {
 	}
 	_, _, err = NewResolver(kf).Open(keysafe.NewList(p))
 	var nf *keysafe.KeyNotFoundError
-	if !errors.As(err, &nf) || !strings.Contains(nf.Hint, "other-kms") {
+	if !errors.As(err, &nf) {
+		t.Fatalf("want a KeyNotFoundError, got %v", err)
+	}
+	if !strings.Contains(nf.Hint, "other-kms") {
 		t.Fatalf("%v (hint %q)", err, nf.Hint)
 	}
 }
