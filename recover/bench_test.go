@@ -2,6 +2,7 @@ package recover
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"os"
@@ -112,7 +113,7 @@ func makeBenchVM(tb testing.TB, dir, raw string) benchVM {
 		runs = append(runs, vmdk.Run{Off: a[0], Len: a[1], State: vmdk.Data})
 	}
 	plain := filepath.Join(dir, "plain.vmdk")
-	if err := vmdk.Write(plain, rd, rd.Size(), runs, &vmdk.WriteOptions{Jobs: 2}); err != nil {
+	if err := vmdk.Write(context.Background(), plain, rd, rd.Size(), runs, &vmdk.WriteOptions{Jobs: 2}); err != nil {
 		tb.Fatal(err)
 	}
 	return benchVM{dir: dir, vm: filepath.Join(fxDir, fixtures.VMDir), pass: strings.TrimSpace(string(pass)), plainVMDK: plain}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/vmcrypt/vmcrypt/recover/keys"
+	"github.com/vmcrypt/vmcrypt/recover/vm"
+	"github.com/vmcrypt/vmcrypt/vmdk"
 )
 
 func cpuTime() time.Duration {
@@ -27,7 +29,7 @@ func BenchmarkDiskCopy(b *testing.B) {
 	writeContent(b, raw, 512<<20, 1<<20, 512<<20)
 	v := makeBenchVM(b, dir, raw)
 	os.Remove(raw)
-	od, err := OpenDisk(filepath.Join(v.vm, "fixture.vmdk"), keys.NewResolver(keys.NewPassphrase([]byte(v.pass))), nil)
+	od, err := vm.OpenDisk(context.Background(), filepath.Join(v.vm, "fixture.vmdk"), keys.NewResolver(keys.NewPassphrase([]byte(v.pass))), nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -43,7 +45,7 @@ func BenchmarkDiskCopy(b *testing.B) {
 		defer f.Close()
 		f.Truncate(d.Size())
 		c0, t0 := cpuTime(), time.Now()
-		if _, err := Copy(context.Background(), f, d, d.Size(), d.Runs(), &CopyOptions{Jobs: jobs}); err != nil {
+		if _, err := vmdk.Copy(context.Background(), f, d, d.Size(), d.Runs(), &vmdk.CopyOptions{Jobs: jobs, Hash: true}); err != nil {
 			b.Fatal(err)
 		}
 		return time.Since(t0), cpuTime() - c0

@@ -15,12 +15,12 @@ import (
 	"strings"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/vmcrypt/vmcrypt/fixtures"
 	"github.com/vmcrypt/vmcrypt/recover/datafile"
 	"github.com/vmcrypt/vmcrypt/recover/keys"
+	"github.com/vmcrypt/vmcrypt/recover/vm"
 	"github.com/vmcrypt/vmcrypt/vmdk"
+	"github.com/vmcrypt/vmcrypt/vmdk/outfile"
 	"github.com/vmcrypt/vmcrypt/vmx"
 	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
 )
@@ -298,7 +298,7 @@ func TestRecoverDataFileMAC(t *testing.T) {
 	os.WriteFile(nv, b, 0o644)
 	out := filepath.Join(t.TempDir(), "out")
 	_, err := Recover(context.Background(), vmDir, out, &Options{Resolver: keys.NewResolver(srcs...)})
-	if !errors.Is(err, keysafe.ErrCorrupt) || !strings.Contains(err.Error(), "--ignore-mac") {
+	if !errors.Is(err, datafile.ErrMACMismatch) {
 		t.Fatalf("err %v", err)
 	}
 	if n := listDir(t, out); len(n) != 0 {
@@ -313,7 +313,7 @@ func TestRecoverDataFileMAC(t *testing.T) {
 	}
 	found := false
 	for _, n := range rep.Notes {
-		found = found || n == NoteMACSkip
+		found = found || n == vm.NoteMACSkip
 	}
 	if !found {
 		t.Fatal("report does not say the MAC was skipped")
@@ -369,10 +369,10 @@ func TestFlattenMatchesQemu(t *testing.T) {
 		}
 		return r
 	}
-	if err := vmdk.Write(filepath.Join(chainDir, "base.vmdk"), fx.Base, fx.Base.Size(), toRuns(fx.Base.Allocated()), &vmdk.WriteOptions{CID: 7}); err != nil {
+	if err := vmdk.Write(context.Background(), filepath.Join(chainDir, "base.vmdk"), fx.Base, fx.Base.Size(), toRuns(fx.Base.Allocated()), &vmdk.WriteOptions{CID: 7}); err != nil {
 		t.Fatal(err)
 	}
-	if err := vmdk.Write(filepath.Join(chainDir, "top.vmdk"), fx.Disk, fx.Disk.Size(), toRuns(fx.Delta.Allocated()),
+	if err := vmdk.Write(context.Background(), filepath.Join(chainDir, "top.vmdk"), fx.Disk, fx.Disk.Size(), toRuns(fx.Delta.Allocated()),
 		&vmdk.WriteOptions{CID: 8, Parent: &vmdk.ParentInfo{CID: 7, FileNameHint: "base.vmdk"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -430,7 +430,7 @@ func TestRecoverSuspendAndMemoryFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ck, _, err := keys.NewResolver(srcs...).Open(ks)
+	ck, _, err := keys.NewResolver(srcs...).Open(context.Background(), ks)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -624,7 +624,11 @@ func TestRecoverSymlinkedDataFiles(t *testing.T) {
 	// Links out of the VM folder are unsafe paths: left behind, by name,
 	// unless allowed.
 	out := filepath.Join(t.TempDir(), "out")
-	rep, err := Recover(context.Background(), vmDir, out, &Options{Resolver: keys.NewResolver(srcs...)})
+	// The .nvram of this vTPM VM is then missing: refused, unless allowed.
+	if _, err := Recover(context.Background(), vmDir, out, &Options{Resolver: keys.NewResolver(srcs...)}); !errors.Is(err, ErrVTPMNoNVRAM) {
+		t.Fatalf("vTPM VM without its .nvram: %v, want ErrVTPMNoNVRAM", err)
+	}
+	rep, err := Recover(context.Background(), vmDir, out, &Options{Resolver: keys.NewResolver(srcs...), AllowMissingNVRAM: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -658,21 +662,21 @@ func TestRecoverRemovesStaleStage(t *testing.T) {
 	fx, srcs := genFixture(t, fixtures.Recipe{Provider: fixtures.ProviderPassphrase, Seed: 360})
 	vmDir := filepath.Join(fx.Dir, fixtures.VMDir)
 	out := t.TempDir()
-	stale := filepath.Join(out, stagePrefix+"123")
-	busy := filepath.Join(out, stagePrefix+"456")
-	for _, d := range []string{stale, busy} {
-		if err := os.Mkdir(d, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		os.WriteFile(filepath.Join(d, ".fixture.vmdk.tmp-1"), []byte("decrypted"), 0o600)
+	// A killed run left its folder and lock file, unlocked.
+	stale := filepath.Join(out, ".recover"+outfile.Mark+"123")
+	if err := os.Mkdir(stale, 0o700); err != nil {
+		t.Fatal(err)
 	}
-	held, err := os.Open(busy)
+	os.WriteFile(filepath.Join(stale, ".lock"), nil, 0o600)
+	// A running one holds its lock.
+	held, err := outfile.MkdirTemp(out, "recover")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer held.Close()
-	if err := unix.Flock(int(held.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		t.Fatal(err)
+	defer held.Remove()
+	busy := held.Path
+	for _, d := range []string{stale, busy} {
+		os.WriteFile(filepath.Join(d, ".fixture.vmdk.tmp-1"), []byte("decrypted"), 0o600)
 	}
 	rep, err := Recover(context.Background(), vmDir, out, &Options{Resolver: keys.NewResolver(srcs...)})
 	if err != nil {

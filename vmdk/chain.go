@@ -1,7 +1,6 @@
 package vmdk
 
 import (
-	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -196,42 +195,19 @@ func localName(name string) bool {
 // ReadDescriptor reads only the descriptor of the disk at path (a
 // descriptor file, or the one embedded in a sparse file), without opening
 // extents or parents: enough to describe a disk whose extent files are
-// missing. A sparse file without an embedded descriptor is ErrUnsupported.
+// missing. A file with no descriptor (an extent, data) is ErrUnsupported.
 func ReadDescriptor(path string) (*Descriptor, error) {
 	f, size, err := openRO(path)
 	if err != nil {
 		return nil, fmt.Errorf("vmdk: %w", err)
 	}
 	defer f.Close()
-	var hb [sparseHeaderLen]byte
-	n, _ := f.ReadAt(hb[:], 0)
-	if n >= 4 && binary.LittleEndian.Uint32(hb[:]) == sparseMagic {
-		h, err := parseSparseHeader(hb[:n], path, 0)
-		if err != nil {
-			return nil, err
-		}
-		if h.DescriptorOffset == 0 || h.DescriptorSize == 0 {
-			return nil, unsupportedf(path, 28, "sparse header descriptorOffset", "no embedded descriptor (an extent of a split disk?)")
-		}
-		if h.DescriptorSize > MaxDescriptorSize/SectorSize || int64(h.DescriptorOffset) > size/SectorSize ||
-			int64(h.DescriptorOffset+h.DescriptorSize)*SectorSize > size {
-			return nil, corruptf(path, 28, "sparse header descriptorOffset", "descriptor of %d sectors at sector %d does not fit the %d-byte file", h.DescriptorSize, h.DescriptorOffset, size)
-		}
-		buf := make([]byte, h.DescriptorSize*SectorSize)
-		if err := readFull(f, buf, int64(h.DescriptorOffset)*SectorSize); err != nil {
-			return nil, corruptf(path, int64(h.DescriptorOffset)*SectorSize, "embedded descriptor", "cannot read: %v", err)
-		}
-		return ParseDescriptor(buf, path)
+	p, err := Probe(f, size, path)
+	if err != nil {
+		return nil, err
 	}
-	if size > MaxDescriptorSize {
-		return nil, unsupportedf(path, 0, "", "not a VMDK: no sparse header and too large (%d bytes) for a descriptor", size)
+	if p.Descriptor == nil {
+		return nil, unsupportedf(path, 0, "", "no descriptor: the file is a %s", p.Kind)
 	}
-	buf := make([]byte, size)
-	if err := readFull(f, buf, 0); err != nil {
-		return nil, fmt.Errorf("vmdk: read %s: %w", path, err)
-	}
-	if !looksLikeText(buf) {
-		return nil, unsupportedf(path, 0, "", "not a VMDK: neither a sparse header nor a text descriptor")
-	}
-	return ParseDescriptor(buf, path)
+	return p.Descriptor, nil
 }

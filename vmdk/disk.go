@@ -64,6 +64,11 @@ type OpenOptions struct {
 	// markers; what was cut off reads as zeros, and a warning says where
 	// the scan stopped. Without it such a file is ErrCorrupt.
 	ScanTruncatedStreams bool
+	// Salvage opens a flat extent whose file is shorter than the
+	// descriptor says (a truncated copy): the missing part fails to read
+	// (ErrCorrupt), so that a SalvageReader can fill it with zeros and
+	// list it. Without it such a disk is ErrCorrupt at open.
+	Salvage bool
 
 	meta *int64 // set by Open: map memory of the chain so far
 }
@@ -454,7 +459,7 @@ func openLink(path string, level int, opts *OpenOptions) (l *Link, err error) {
 	l.files = append(l.files, f)
 	var magic [4]byte
 	if size >= 4 {
-		if err := readFull(f, magic[:], 0); err != nil {
+		if err := ReadFull(f, magic[:], 0); err != nil {
 			return l, fmt.Errorf("vmdk: read %s: %w", path, err)
 		}
 	}
@@ -508,7 +513,7 @@ func openRO(path string) (*os.File, int64, error) {
 // extent, whatever name the embedded descriptor gives it.
 func (l *Link) openMonolithic(f io.ReaderAt, size int64) error {
 	var hb [sparseHeaderLen]byte
-	if err := readFull(f, hb[:], 0); err != nil {
+	if err := ReadFull(f, hb[:], 0); err != nil {
 		return corruptf(l.Path, 0, "sparse header", "cannot read: %v", err)
 	}
 	h, err := parseSparseHeader(hb[:], l.Path, 0)
@@ -530,7 +535,7 @@ func (l *Link) openMonolithic(f io.ReaderAt, size int64) error {
 			return corruptf(l.Path, 28, "sparse header descriptorOffset", "descriptor of %d sectors at sector %d does not fit the %d-byte file", h.DescriptorSize, h.DescriptorOffset, size)
 		}
 		buf := make([]byte, h.DescriptorSize*SectorSize)
-		if err := readFull(f, buf, int64(h.DescriptorOffset)*SectorSize); err != nil {
+		if err := ReadFull(f, buf, int64(h.DescriptorOffset)*SectorSize); err != nil {
 			return corruptf(l.Path, int64(h.DescriptorOffset)*SectorSize, "embedded descriptor", "cannot read: %v", err)
 		}
 		d, err := ParseDescriptor(buf, l.Path)
@@ -599,7 +604,7 @@ func (l *Link) openDescriptorFile(f *os.File, size int64, opts *OpenOptions) err
 		return unsupportedf(l.Path, 0, "", "not a VMDK: no sparse header and too large (%d bytes) for a descriptor", size)
 	}
 	buf := make([]byte, size)
-	if err := readFull(f, buf, 0); err != nil {
+	if err := ReadFull(f, buf, 0); err != nil {
 		return fmt.Errorf("vmdk: read %s: %w", l.Path, err)
 	}
 	if !looksLikeText(buf) {
@@ -637,7 +642,7 @@ func (l *Link) openDescriptorFile(f *os.File, size int64, opts *OpenOptions) err
 			l.files = append(l.files, ef)
 			switch line.Type {
 			case ExtentFlat, ExtentVMFS:
-				ext, err = openFlat(ef, esize, p, line.Offset*SectorSize, n)
+				ext, err = openFlat(ef, esize, p, line.Offset*SectorSize, n, opts.Salvage)
 				info.Format = "flat"
 			case ExtentSparse:
 				var se *sparseExtent

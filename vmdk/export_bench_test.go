@@ -1,6 +1,7 @@
 package vmdk
 
 import (
+	"context"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -129,7 +130,7 @@ func BenchmarkExportVsQemu(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if err := ExportRaw(out, d, d.Size(), runs, nil); err != nil {
+				if err := ExportRaw(context.Background(), out, d, d.Size(), runs, nil); err != nil {
 					b.Fatal(err)
 				}
 				d.Close()

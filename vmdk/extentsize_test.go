@@ -2,6 +2,7 @@ package vmdk
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"os"
 	"path/filepath"
@@ -21,7 +22,7 @@ func TestExtentSizeFromHeaderLikeQemu(t *testing.T) {
 		data[i] = byte(i/512 + i%251)
 	}
 	p := filepath.Join(dir, "split.vmdk")
-	if err := Write(p, bytes.NewReader(data), size, []Run{{Off: 0, Len: size, State: Data}},
+	if err := Write(context.Background(), p, bytes.NewReader(data), size, []Run{{Off: 0, Len: size, State: Data}},
 		&WriteOptions{Subformat: SubformatTwoGbMaxExtentSparse, SplitSize: 2 << 20}); err != nil {
 		t.Fatal(err)
 	}

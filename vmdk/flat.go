@@ -14,15 +14,18 @@ type flatExtent struct {
 	name string
 	base int64 // byte offset of the extent's data in the file
 	n    int64 // virtual bytes
+	have int64 // virtual bytes the file holds (< n for a salvaged short file)
 }
 
 // openFlat checks that the file holds the whole extent: a flat file that
-// is too short is refused rather than read as zeros.
-func openFlat(f io.ReaderAt, fileSize int64, name string, base, n int64) (*flatExtent, error) {
-	if base < 0 || base > fileSize || n > fileSize-base {
+// is too short is refused rather than read as zeros, unless salvage is
+// set: then reads past the end of the file fail (ErrCorrupt), for a
+// SalvageReader to fill and list.
+func openFlat(f io.ReaderAt, fileSize int64, name string, base, n int64, salvage bool) (*flatExtent, error) {
+	if base < 0 || (base > fileSize || n > fileSize-base) && !salvage {
 		return nil, corruptf(name, -1, "flat extent", "the descriptor needs %d bytes from offset %d, the file has %d bytes", n, base, fileSize)
 	}
-	return &flatExtent{f: f, name: name, base: base, n: n}, nil
+	return &flatExtent{f: f, name: name, base: base, n: n, have: max(0, min(n, fileSize-base))}, nil
 }
 
 func (e *flatExtent) size() int64  { return e.n }
@@ -51,7 +54,10 @@ func (e *flatExtent) readAt(p []byte, off int64) error {
 	if off < 0 || int64(len(p)) > e.n-off {
 		return fmt.Errorf("vmdk: %s: read of %d bytes at %d outside 0..%d", e.name, len(p), off, e.n)
 	}
-	if err := readFull(e.f, p, e.base+off); err != nil {
+	if off+int64(len(p)) > e.have {
+		return corruptf(e.name, e.base+off, "flat extent", "the file ends at %d, %d bytes short of the extent", e.base+e.have, e.n-e.have)
+	}
+	if err := ReadFull(e.f, p, e.base+off); err != nil {
 		return corruptf(e.name, e.base+off, "flat extent", "cannot read %d bytes: %v", len(p), err)
 	}
 	return nil

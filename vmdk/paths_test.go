@@ -2,6 +2,7 @@ package vmdk
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -87,7 +88,7 @@ func TestRepeatedExtentMemoryCapped(t *testing.T) {
 	dir := t.TempDir()
 	const size = 4 << 30 // 128 grain-directory entries of 64 KiB grains
 	ext := filepath.Join(dir, "x.vmdk")
-	if err := Write(ext, bytes.NewReader(nil), size, []Run{{Off: 0, Len: size, State: Zero}}, &WriteOptions{}); err != nil {
+	if err := Write(context.Background(), ext, bytes.NewReader(nil), size, []Run{{Off: 0, Len: size, State: Zero}}, &WriteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	one, err := Open(ext, nil)

@@ -2,6 +2,7 @@ package vmdk
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -123,7 +124,7 @@ func smallStream(f *testing.F, grain int64) []byte {
 	copy(src[3*grain:], "vmcrypt fuzz seed")
 	runs := []Run{{Off: 0, Len: grain, State: Data}, {Off: grain, Len: grain, State: Zero}, {Off: 3 * grain, Len: grain, State: Data}}
 	out := filepath.Join(f.TempDir(), "s.vmdk")
-	if err := Write(out, bytes.NewReader(src), size, runs, &WriteOptions{Subformat: SubformatStreamOptimized, GrainSize: grain}); err != nil {
+	if err := Write(context.Background(), out, bytes.NewReader(src), size, runs, &WriteOptions{Subformat: SubformatStreamOptimized, GrainSize: grain}); err != nil {
 		f.Fatal(err)
 	}
 	b, err := os.ReadFile(out)

@@ -184,7 +184,7 @@ func openSparse(f io.ReaderAt, fileSize int64, name string, virt int64, cache *g
 		return nil, corruptf(name, 0, "sparse header", "file is %d bytes, shorter than the header", fileSize)
 	}
 	var hb [sparseHeaderLen]byte
-	if err := readFull(f, hb[:], 0); err != nil {
+	if err := ReadFull(f, hb[:], 0); err != nil {
 		return nil, corruptf(name, 0, "sparse header", "cannot read: %v", err)
 	}
 	h, err := parseSparseHeader(hb[:], name, 0)
@@ -288,7 +288,7 @@ func (s *sparseExtent) readGD(sect, n int64, what string) ([]uint32, error) {
 		return nil, corruptf(s.name, 56, what, "at sector %d with %d entries lies outside the %d-byte file", sect, n, s.fileSize)
 	}
 	raw := make([]byte, n*4) // n*4 <= fileSize, checked above
-	if err := readFull(s.f, raw, off); err != nil {
+	if err := ReadFull(s.f, raw, off); err != nil {
 		return nil, corruptf(s.name, off, what, "cannot read: %v", err)
 	}
 	gd := make([]uint32, n)
@@ -355,7 +355,7 @@ func (s *sparseExtent) readGT(gdi int64, sect uint32) ([]uint32, error) {
 	off := int64(sect) * SectorSize
 	var buf [maxGTEsPerGT * 4]byte
 	raw := buf[:s.gtes*4]
-	if err := readFull(s.f, raw, off); err != nil {
+	if err := ReadFull(s.f, raw, off); err != nil {
 		return nil, corruptf(s.name, off, "grain table", "cannot read table %d: %v", gdi, err)
 	}
 	ent := make([]uint32, s.gtes)
@@ -462,7 +462,7 @@ func (s *sparseExtent) readAt(p []byte, off int64) error {
 				i++
 				n = min(int64(len(p)), n+s.grainLen(gdi*s.gtes+i))
 			}
-			if err := readFull(s.f, p[:n], fileOff); err != nil {
+			if err := ReadFull(s.f, p[:n], fileOff); err != nil {
 				return corruptf(s.name, fileOff, "grain", "cannot read %d bytes of grain %d: %v", n, gi, err)
 			}
 		}
@@ -470,18 +470,6 @@ func (s *sparseExtent) readAt(p []byte, off int64) error {
 		off += n
 	}
 	return nil
-}
-
-// readFull reads exactly len(p) bytes at off; a short read is an error.
-func readFull(f io.ReaderAt, p []byte, off int64) error {
-	n, err := f.ReadAt(p, off)
-	if n == len(p) {
-		return nil
-	}
-	if err == nil || err == io.EOF {
-		err = io.ErrUnexpectedEOF
-	}
-	return err
 }
 
 // grainCache keeps a few inflated grains for reads smaller than a grain.

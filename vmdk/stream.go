@@ -47,7 +47,7 @@ func readFooter(f io.ReaderAt, fileSize int64, name string, h sparseHeader) (spa
 		return h, corruptf(name, 56, "stream footer", "the header says the grain directory is at the end, but the %d-byte file has no room for a footer", fileSize)
 	}
 	var b [3 * SectorSize]byte
-	if err := readFull(f, b[:], at); err != nil {
+	if err := ReadFull(f, b[:], at); err != nil {
 		return h, corruptf(name, at, "stream footer", "cannot read: %v", err)
 	}
 	le := binary.LittleEndian
@@ -143,7 +143,7 @@ func (s *sparseExtent) readCompressed(gi int64, sect uint32, dst []byte, in int6
 	// one read usually brings the marker and the whole compressed grain
 	first := min(int64(cap(z.cbuf)), s.fileSize-off)
 	c := z.cbuf[:first]
-	if err := readFull(s.f, c, off); err != nil {
+	if err := ReadFull(s.f, c, off); err != nil {
 		return corruptf(s.name, off, "compressed grain", "cannot read grain %d: %v", gi, err)
 	}
 	dataOff := off
@@ -167,7 +167,7 @@ func (s *sparseExtent) readCompressed(gi int64, sect uint32, dst []byte, in int6
 				z.cbuf = make([]byte, size)
 			}
 			c = z.cbuf[:size]
-			if err := readFull(s.f, c, dataOff); err != nil {
+			if err := ReadFull(s.f, c, dataOff); err != nil {
 				return corruptf(s.name, dataOff, "compressed grain", "cannot read grain %d: %v", gi, err)
 			}
 		}
@@ -177,7 +177,7 @@ func (s *sparseExtent) readCompressed(gi int64, sect uint32, dst []byte, in int6
 			z.cbuf = make([]byte, want)
 		}
 		c = z.cbuf[:want]
-		if err := readFull(s.f, c, off); err != nil {
+		if err := ReadFull(s.f, c, off); err != nil {
 			return corruptf(s.name, off, "compressed grain", "cannot read grain %d: %v", gi, err)
 		}
 	}
@@ -235,7 +235,7 @@ func (s *sparseExtent) scanStream(gdN int64) error {
 	var m [16]byte
 	le := binary.LittleEndian
 	for pos+int64(len(m)) <= s.fileSize && s.scanned < maxScanGrains {
-		if err := readFull(s.f, m[:], pos); err != nil {
+		if err := ReadFull(s.f, m[:], pos); err != nil {
 			return corruptf(s.name, pos, "stream marker", "cannot read: %v", err)
 		}
 		val, size, typ := le.Uint64(m[0:]), int64(le.Uint32(m[8:])), le.Uint32(m[12:])

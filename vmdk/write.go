@@ -1,8 +1,7 @@
 package vmdk
 
 import (
-	"crypto/rand"
-	"encoding/hex"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +10,8 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+
+	"github.com/vmcrypt/vmcrypt/vmdk/outfile"
 )
 
 // Writing VMDK files
@@ -42,10 +43,12 @@ import (
 // outside Data runs are written as zeros. Without a Transform, a grain that
 // reads as all zeros is treated like a Zero run, so outputs stay sparse.
 //
-// Every file is written to a temporary name in the destination folder,
-// synced, checked (headers and directories read back), and renamed only
-// when all of them are complete; on any failure every temporary file is
-// removed. Existing destination files are refused unless Overwrite is set.
+// Every file is written to a temporary name in the destination folder
+// (package outfile: locked, so that a later run removes the temporaries of
+// a killed one), synced, checked (headers and directories read back), and
+// renamed only when all of them are complete; on any failure or when ctx
+// is done every temporary file is removed. Existing destination files are
+// refused unless Overwrite is set.
 
 // Subformats Write can produce.
 const (
@@ -120,9 +123,9 @@ type WriteOptions struct {
 	// compressing); 0 means runtime.GOMAXPROCS(0).
 	Jobs int
 	// Progress, when set, is called from one goroutine at a time with the
-	// number of virtual bytes just finished; the calls add up to the disk
-	// size when Write succeeds.
-	Progress func(n int64)
+	// virtual bytes finished so far and the disk size (rounded up to a
+	// sector).
+	Progress Progress
 	// Overwrite allows replacing existing destination files.
 	Overwrite bool
 }
@@ -134,12 +137,13 @@ type WriteOptions struct {
 // A size that is not a multiple of 512 is padded with zeros to the next
 // sector. Errors wrap os errors of the source or destination, or describe
 // bad arguments; no file is left behind on failure.
-func Write(path string, src io.ReaderAt, size int64, runs []Run, opts *WriteOptions) error {
+func Write(ctx context.Context, path string, src io.ReaderAt, size int64, runs []Run, opts *WriteOptions) error {
 	var o WriteOptions
 	if opts != nil {
 		o = *opts
 	}
-	w, err := newDiskWriter(path, src, size, runs, &o)
+	outfile.RemoveStale(filepath.Dir(path))
+	w, err := newDiskWriter(ctx, path, src, size, runs, &o)
 	if err != nil {
 		return fmt.Errorf("vmdk: write %s: %w", path, err)
 	}
@@ -152,6 +156,7 @@ func Write(path string, src io.ReaderAt, size int64, runs []Run, opts *WriteOpti
 
 // diskWriter holds one Write call.
 type diskWriter struct {
+	ctx      context.Context // cancels the write
 	path     string
 	dir      string
 	base     string // file name without .vmdk
@@ -172,6 +177,7 @@ type outFile struct {
 	final string
 	temp  string
 	f     *os.File
+	t     *outfile.File
 }
 
 // OutputFiles returns the base names of the files Write(path, src, size,
@@ -200,7 +206,7 @@ func OutputFiles(path string, size int64, opts *WriteOptions) []string {
 	return names
 }
 
-func newDiskWriter(path string, src io.ReaderAt, size int64, runs []Run, o *WriteOptions) (*diskWriter, error) {
+func newDiskWriter(ctx context.Context, path string, src io.ReaderAt, size int64, runs []Run, o *WriteOptions) (*diskWriter, error) {
 	if o.Subformat == "" {
 		o.Subformat = SubformatMonolithicSparse
 	}
@@ -235,7 +241,7 @@ func newDiskWriter(path string, src io.ReaderAt, size int64, runs []Run, o *Writ
 		return nil, fmt.Errorf("destination %q must be a file name ending in .vmdk", path)
 	}
 	w := &diskWriter{
-		path: path, dir: filepath.Dir(path),
+		ctx: ctx, path: path, dir: filepath.Dir(path),
 		base: strings.TrimSuffix(filepath.Base(path), ".vmdk"),
 		src:  src, size: size, capBytes: (size + SectorSize - 1) &^ (SectorSize - 1),
 		runs: runs, o: o, grain: o.GrainSize, jobs: jobs,
@@ -295,16 +301,11 @@ func (w *diskWriter) create(final string) (*outFile, error) {
 			return nil, fmt.Errorf("%s: %w", full, os.ErrExist)
 		}
 	}
-	var rnd [6]byte
-	if _, err := rand.Read(rnd[:]); err != nil {
-		return nil, err
-	}
-	temp := filepath.Join(w.dir, "."+final+".tmp-"+hex.EncodeToString(rnd[:]))
-	f, err := os.OpenFile(temp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	t, err := outfile.Create(full, 0o644, w.o.Overwrite)
 	if err != nil {
 		return nil, err
 	}
-	of := &outFile{final: full, temp: temp, f: f}
+	of := &outFile{final: full, temp: t.Name(), f: t.File, t: t}
 	w.temps = append(w.temps, of)
 	return of, nil
 }
@@ -312,10 +313,7 @@ func (w *diskWriter) create(final string) (*outFile, error) {
 // abort closes and removes every temporary file.
 func (w *diskWriter) abort() {
 	for _, t := range w.temps {
-		if t.f != nil {
-			t.f.Close()
-		}
-		os.Remove(t.temp)
+		t.t.Abort()
 	}
 	w.temps = nil
 }

@@ -2,6 +2,7 @@ package vmdk
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"path/filepath"
 	"testing"
@@ -18,7 +19,7 @@ func TestWriteAllocsPerGrain(t *testing.T) {
 			return testing.AllocsPerRun(2, func() {
 				i++
 				p := filepath.Join(dir, fmt.Sprintf("a%d.vmdk", i))
-				if err := Write(p, bytes.NewReader(src), size, nil, &WriteOptions{Subformat: sf, Jobs: 2, Transform: func(d, s []byte, off int64) {}}); err != nil {
+				if err := Write(context.Background(), p, bytes.NewReader(src), size, nil, &WriteOptions{Subformat: sf, Jobs: 2, Transform: func(d, s []byte, off int64) {}}); err != nil {
 					t.Fatal(err)
 				}
 			})

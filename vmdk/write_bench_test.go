@@ -1,6 +1,7 @@
 package vmdk
 
 import (
+	"context"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -83,7 +84,7 @@ func benchWriteVsQemu(b *testing.B, sf string) {
 		os.Mkdir(od, 0o755)
 		os.Mkdir(qd, 0o755)
 		t0 := time.Now()
-		if err := Write(filepath.Join(od, "d.vmdk"), src, size, nil, &WriteOptions{Subformat: sf}); err != nil {
+		if err := Write(context.Background(), filepath.Join(od, "d.vmdk"), src, size, nil, &WriteOptions{Subformat: sf}); err != nil {
 			b.Fatal(err)
 		}
 		ours += time.Since(t0)

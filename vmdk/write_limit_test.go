@@ -2,6 +2,7 @@ package vmdk
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -55,7 +56,7 @@ func TestOutputFilesMatchWrite(t *testing.T) {
 		p := filepath.Join(dir, "out.vmdk")
 		o := &WriteOptions{Subformat: c.sf, SplitSize: c.split}
 		want := OutputFiles(p, size, o)
-		if err := Write(p, bytes.NewReader(make([]byte, size)), size, []Run{{Off: 0, Len: size, State: Zero}}, o); err != nil {
+		if err := Write(context.Background(), p, bytes.NewReader(make([]byte, size)), size, []Run{{Off: 0, Len: size, State: Zero}}, o); err != nil {
 			t.Fatal(err)
 		}
 		ents, err := os.ReadDir(dir)

@@ -120,6 +120,7 @@ func (w *diskWriter) pipe(unit int64, sink grainSink, compress, zeroAsData bool)
 			for j := range work {
 				select {
 				case <-stop:
+				case <-w.ctx.Done():
 				default:
 					if j.kind == jobGrain {
 						j.err = w.doGrain(j, unit, &ws, compress, zeroAsData)
@@ -131,15 +132,20 @@ func (w *diskWriter) pipe(unit int64, sink grainSink, compress, zeroAsData bool)
 	}
 
 	var err error
+	var done int64
 	for j := range order {
 		<-j.done
 		if err == nil {
 			err = j.err
 			if err == nil {
+				err = w.ctx.Err()
+			}
+			if err == nil {
 				err = sink.put(j)
 			}
 			if err == nil && w.o.Progress != nil {
-				w.o.Progress(j.n)
+				done += j.n
+				w.o.Progress(done, w.capBytes)
 			}
 			if err != nil {
 				close(stop)
@@ -179,7 +185,7 @@ func (w *diskWriter) doGrain(j *grainJob, unit int64, ws *workerState, compress,
 				return fmt.Errorf("reading the source at %d (%d bytes): %w", a, b-a, err)
 			}
 		}
-		if w.o.Transform == nil && !j.forceData && allZero(buf[:j.n]) {
+		if w.o.Transform == nil && !j.forceData && AllZero(buf[:j.n]) {
 			st = Zero
 		}
 	}
@@ -235,21 +241,3 @@ const maxInflightBytes = 128 << 20
 
 // grainMarkerSize is the `u64 lba, u32 size` prefix of a stream grain.
 const grainMarkerSize = 12
-
-// allZero reports whether b holds only zero bytes.
-func allZero(b []byte) bool {
-	for len(b) >= 64 {
-		le := binary.LittleEndian
-		if le.Uint64(b)|le.Uint64(b[8:])|le.Uint64(b[16:])|le.Uint64(b[24:])|
-			le.Uint64(b[32:])|le.Uint64(b[40:])|le.Uint64(b[48:])|le.Uint64(b[56:]) != 0 {
-			return false
-		}
-		b = b[64:]
-	}
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
-}

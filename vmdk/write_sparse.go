@@ -343,7 +343,7 @@ func verifySparseOut(f *os.File, name string, want *wHeader, gd int64) error {
 	}
 	ft := tail[SectorSize:]
 	if le.Uint32(tail[12:]) != wMarkerFooter || string(ft[:4]) != "KDMV" || int64(le.Uint64(ft[56:])) != gd ||
-		!allZero(tail[2*SectorSize:]) {
+		!AllZero(tail[2*SectorSize:]) {
 		return fmt.Errorf("verifying %s: the stream footer read back is wrong", name)
 	}
 	return nil

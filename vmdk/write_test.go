@@ -2,6 +2,7 @@ package vmdk
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -133,14 +134,14 @@ func TestWriteQemuReadsBack(t *testing.T) {
 				p := filepath.Join(dir, "disk.vmdk")
 				var progress atomic.Int64
 				o := &WriteOptions{Subformat: sf, SplitSize: 4 << 20, Jobs: 3,
-					Progress: func(n int64) { progress.Add(n) }}
+					Progress: func(done, _ int64) { progress.Store(done) }}
 				grain := int64(DefaultGrainSize)
 				if xf {
 					o.Transform = testXOR
 					o.GrainSize = 16 << 10
 					grain = o.GrainSize
 				}
-				if err := Write(p, bytes.NewReader(c.src), c.size, c.runs, o); err != nil {
+				if err := Write(context.Background(), p, bytes.NewReader(c.src), c.size, c.runs, o); err != nil {
 					t.Fatal(err)
 				}
 				capB := (size + 511) &^ 511
@@ -200,7 +201,7 @@ func TestWriteDeltaChain(t *testing.T) {
 				base.runs[j].State = Data
 			}
 			bp := filepath.Join(dir, "base.vmdk")
-			if err := Write(bp, bytes.NewReader(base.src), size, base.runs, &WriteOptions{CID: 0x1234abcd}); err != nil {
+			if err := Write(context.Background(), bp, bytes.NewReader(base.src), size, base.runs, &WriteOptions{CID: 0x1234abcd}); err != nil {
 				t.Fatal(err)
 			}
 			// The delta: grain-aligned runs over different data.
@@ -210,7 +211,7 @@ func TestWriteDeltaChain(t *testing.T) {
 			}
 			dp := filepath.Join(dir, "delta.vmdk")
 			o := &WriteOptions{Subformat: sf, SplitSize: 2 << 20, Parent: &ParentInfo{CID: 0x1234abcd, FileNameHint: "base.vmdk"}}
-			if err := Write(dp, bytes.NewReader(d.src), size, d.runs, o); err != nil {
+			if err := Write(context.Background(), dp, bytes.NewReader(d.src), size, d.runs, o); err != nil {
 				t.Fatal(err)
 			}
 			want := base.want(DefaultGrainSize, false, false)
@@ -241,7 +242,7 @@ func TestWriteDescriptorFields(t *testing.T) {
 	src := bytes.Repeat([]byte{1}, 1<<20)
 	o := &WriteOptions{Subformat: SubformatMonolithicFlat, EncryptionKeys: "vmware:key/list/(pair/(null/vmware%3akey%2ffqid/x))", IOFilters: "vmwarevmcrypt",
 		CID: 0xdeadbeef, DDB: []Field{{"ddb.adapterType", "lsilogic"}, {"ddb.uuid", "60 00 C2 9a"}}}
-	if err := Write(p, bytes.NewReader(src), int64(len(src)), nil, o); err != nil {
+	if err := Write(context.Background(), p, bytes.NewReader(src), int64(len(src)), nil, o); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(p)
@@ -294,7 +295,7 @@ func TestWriteFailureCleansUp(t *testing.T) {
 	for _, sf := range allSubformats {
 		dir := t.TempDir()
 		p := filepath.Join(dir, "x.vmdk")
-		err := Write(p, &failingReader{bytes.NewReader(src), 5 << 20}, int64(len(src)), nil, &WriteOptions{Subformat: sf, SplitSize: 2 << 20})
+		err := Write(context.Background(), p, &failingReader{bytes.NewReader(src), 5 << 20}, int64(len(src)), nil, &WriteOptions{Subformat: sf, SplitSize: 2 << 20})
 		if !errors.Is(err, errSourceBroken) {
 			t.Fatalf("%s: error %v, want the source error", sf, err)
 		}
@@ -307,13 +308,13 @@ func TestWriteFailureCleansUp(t *testing.T) {
 	if err := os.WriteFile(p, []byte("keep"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := Write(p, bytes.NewReader(src), int64(len(src)), nil, nil); !errors.Is(err, os.ErrExist) {
+	if err := Write(context.Background(), p, bytes.NewReader(src), int64(len(src)), nil, nil); !errors.Is(err, os.ErrExist) {
 		t.Fatalf("existing output: %v", err)
 	}
 	if b, _ := os.ReadFile(p); string(b) != "keep" {
 		t.Fatal("existing output was touched")
 	}
-	if err := Write(p, bytes.NewReader(src), int64(len(src)), nil, &WriteOptions{Overwrite: true}); err != nil {
+	if err := Write(context.Background(), p, bytes.NewReader(src), int64(len(src)), nil, &WriteOptions{Overwrite: true}); err != nil {
 		t.Fatalf("overwrite: %v", err)
 	}
 	bad := []struct {
@@ -332,7 +333,7 @@ func TestWriteFailureCleansUp(t *testing.T) {
 	}
 	for _, b := range bad {
 		d := t.TempDir()
-		if err := Write(filepath.Join(d, "b.vmdk"), bytes.NewReader(src), int64(len(src)), b.runs, &b.o); err == nil {
+		if err := Write(context.Background(), filepath.Join(d, "b.vmdk"), bytes.NewReader(src), int64(len(src)), b.runs, &b.o); err == nil {
 			t.Errorf("%s: accepted", b.name)
 		}
 		if ents, _ := os.ReadDir(d); len(ents) != 0 {
@@ -375,7 +376,7 @@ func checkAllocated(t *testing.T, p string, c *writeCase, grain int64, xf bool, 
 			continue
 		}
 		for s := r.Off / 512; s < (r.Off+r.Len+511)/512; s++ {
-			if alloc[s] != Data && (xf || !allZero(c.src[s*512:min(s*512+512, c.size)])) {
+			if alloc[s] != Data && (xf || !AllZero(c.src[s*512:min(s*512+512, c.size)])) {
 				t.Fatalf("sector %d holds input data but is %v", s, alloc[s])
 			}
 		}
@@ -413,7 +414,7 @@ func TestWriteEdgeSizes(t *testing.T) {
 			for _, sf := range allSubformats {
 				dir := t.TempDir()
 				p := filepath.Join(dir, "e.vmdk")
-				if err := Write(p, bytes.NewReader(src), size, runs, &WriteOptions{Subformat: sf, SplitSize: 512 << 10}); err != nil {
+				if err := Write(context.Background(), p, bytes.NewReader(src), size, runs, &WriteOptions{Subformat: sf, SplitSize: 512 << 10}); err != nil {
 					t.Fatalf("%s size %d runs %s: %v", sf, size, rk, err)
 				}
 				if got := qemuRaw(t, p); !bytes.Equal(got, want) {

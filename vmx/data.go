@@ -69,6 +69,11 @@ func (f *File) Encryption() (keySafe, data string, ok bool, err error) {
 	case !hasKS && hasBundle:
 		ks, hasKS = bundle, true
 	}
+	for _, k := range []string{KeyKeySafe, KeyBundle, KeyData} {
+		if i := f.find(k); i >= 0 && f.Lines[i].Unterminated {
+			return "", "", false, fmt.Errorf("%s is truncated (its quote is not closed: the file was cut short): %w", f.Lines[i].Key, keysafe.ErrCorrupt)
+		}
+	}
 	if !hasKS {
 		if hasData {
 			return "", "", false, fmt.Errorf("VMX has %s but no key safe: %w", KeyData, keysafe.ErrCorrupt)

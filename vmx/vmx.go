@@ -28,6 +28,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
 )
@@ -54,6 +55,9 @@ type Line struct {
 	Value string // decoded (Setting only)
 	Raw   string // the text as written, without the line ending
 	EOL   string // "\n", "\r\n" or "" (last line without a newline)
+	// Unterminated marks a setting whose value opens a quote it does not
+	// close (a file cut short in the middle of a line).
+	Unterminated bool
 }
 
 // File is a parsed VMX file.
@@ -63,8 +67,13 @@ type File struct {
 }
 
 // ReadFile opens the .vmx at path read-only and parses it; errors name the
-// path. A folder is refused.
+// path. A folder, FIFO or device is refused.
 func ReadFile(path string) (*File, error) {
+	// A FIFO or device would block the open or never end: refuse it
+	// before opening.
+	if st, err := os.Stat(path); err == nil && !st.IsDir() && !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file: %w", path, keysafe.ErrUnsupported)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -76,6 +85,9 @@ func ReadFile(path string) (*File, error) {
 	}
 	if st.IsDir() {
 		return nil, fmt.Errorf("%s is a folder, not a .vmx file", path)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file: %w", path, keysafe.ErrUnsupported)
 	}
 	v, err := Parse(f, st.Size())
 	if err != nil {
@@ -99,11 +111,16 @@ func Parse(r io.ReaderAt, size int64) (*File, error) {
 	return ParseBytes(b)
 }
 
-// ParseBytes parses VMX text (at most MaxFileSize bytes). It does not fail
-// on odd lines: they are kept as Other lines.
+// ParseBytes parses VMX text (at most MaxFileSize bytes). Odd lines are
+// kept as Other lines (and listed by Problems), but input that is not VMX
+// text at all is refused with ErrCorrupt: a NUL or another control byte,
+// invalid UTF-8, or non-blank text without a single `key = "value"` line.
 func ParseBytes(b []byte) (*File, error) {
 	if len(b) > MaxFileSize {
 		return nil, fmt.Errorf("VMX text of %d bytes is larger than the %d allowed: %w", len(b), MaxFileSize, keysafe.ErrUnsupported)
+	}
+	if err := checkText(b); err != nil {
+		return nil, err
 	}
 	f := &File{}
 	if bytes.HasPrefix(b, []byte("\xef\xbb\xbf")) {
@@ -123,7 +140,52 @@ func ParseBytes(b []byte) (*File, error) {
 		}
 		f.Lines = append(f.Lines, parseLine(raw, eol))
 	}
+	settings, other := 0, 0
+	for _, l := range f.Lines {
+		switch l.Kind {
+		case Setting:
+			settings++
+		case Other:
+			other++
+		}
+	}
+	if settings == 0 && other > 0 {
+		return nil, fmt.Errorf("not a VMX file: %d lines and none of the form key = \"value\": %w", other, keysafe.ErrCorrupt)
+	}
 	return f, nil
+}
+
+// checkText refuses bytes that are not text: a NUL or another control
+// byte (tab, CR, LF and form feed aside), or invalid UTF-8.
+func checkText(b []byte) error {
+	for i, c := range b {
+		if c < 0x20 && c != '\t' && c != '\r' && c != '\n' && c != '\f' || c == 0x7f {
+			return fmt.Errorf("not a VMX file: control byte %#02x at offset %d: %w", c, i, keysafe.ErrCorrupt)
+		}
+	}
+	if !utf8.Valid(b) {
+		return fmt.Errorf("not a VMX file: the text is not valid UTF-8: %w", keysafe.ErrCorrupt)
+	}
+	return nil
+}
+
+// Problems lists what is odd in the file, one sentence each: lines that
+// are not settings, a setting whose quote is not closed, a last line
+// without a line ending (a file cut short). An empty list is a clean file.
+func (f *File) Problems() []string {
+	var out []string
+	for i, l := range f.Lines {
+		switch {
+		case l.Kind == Other:
+			out = append(out, fmt.Sprintf("line %d is not a setting (key = \"value\"): %.60q", i+1, l.Raw))
+		case l.Unterminated:
+			out = append(out, fmt.Sprintf("line %d (%s) opens a quote it does not close", i+1, l.Key))
+		}
+	}
+	if n := len(f.Lines); n > 0 && f.Lines[n-1].EOL == "" {
+		out = append(out, fmt.Sprintf("the last line (%d) has no line ending: the file may have been cut short", n))
+	}
+	return out
 }
 
 func parseLine(raw, eol string) Line {
@@ -146,6 +208,8 @@ func parseLine(raw, eol string) Line {
 	}
 	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
 		v = v[1 : len(v)-1]
+	} else if len(v) > 0 && v[0] == '"' {
+		v, l.Unterminated = v[1:], true
 	}
 	l.Kind, l.Key, l.Value = Setting, k, DecodeValue(v)
 	return l

@@ -1,38 +1,24 @@
 package main
 
 import (
-	"bytes"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
-	"sort"
 	"strconv"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/vmcrypt/vmcrypt/nkp"
+	"github.com/vmcrypt/vmcrypt/recover/vm"
 	"github.com/vmcrypt/vmcrypt/vmx"
 	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
 )
 
 // The inspect command: what a VM folder holds, what is encrypted and how,
 // and its security posture; with a key, also the decrypted settings.
-
-// Limits of inspect's own minimal file checks.
-const (
-	// vmMaxDescriptorProbe is how much of a .vmdk inspect reads to find
-	// encryptionKeys (the descriptor sits in the first 64 KiB).
-	vmMaxDescriptorProbe = 64 << 10
-	// vmDataFileMagic starts an encrypted .nvram/.vswp/.vmsn/.vmss/.vmem
-	// (FORMATS.md section 9), little-endian.
-	vmDataFileMagic = 0x8943dd9e
-)
 
 func init() {
 	register(&cli.Command{
@@ -52,7 +38,7 @@ type vmInspectReport struct {
 	Folder    string          `json:"folder"`
 	Encrypted bool            `json:"encrypted"`
 	KeySafe   []vmLockerInfo  `json:"keySafe"`
-	Files     []vmFileInfo    `json:"files"`
+	Files     []vm.File       `json:"files"`
 	Posture   vmx.Posture     `json:"posture"`
 	Unlocked  *vmUnlockedInfo `json:"unlocked,omitempty"`
 	Settings  *vmSettingsInfo `json:"settings,omitempty"`
@@ -70,15 +56,6 @@ type vmLockerInfo struct {
 	LockedBytes int    `json:"lockedBytes"`
 	NKPKDKID    string `json:"nkpKdkId,omitempty"` // fqid: the KDK an NKP key id names
 	Problem     string `json:"problem,omitempty"`  // why it cannot be opened as is
-}
-
-// vmFileInfo is one file of the VM folder.
-type vmFileInfo struct {
-	Name      string `json:"name"`
-	Kind      string `json:"kind"`
-	Size      int64  `json:"size"`
-	Encrypted *bool  `json:"encrypted"` // null: cannot tell (e.g. a flat extent)
-	Note      string `json:"note,omitempty"`
 }
 
 type vmUnlockedInfo struct {
@@ -101,52 +78,32 @@ type vmDiskInfo struct {
 }
 
 func vmInspectAction(c *cli.Context) error {
-	path, vf, err := vmLoadVMX(c, "VM folder or .vmx")
+	arg, err := vmOneArg(c, "VM folder or .vmx")
 	if err != nil {
 		return err
 	}
-	r := &vmInspectReport{VMX: path, Folder: filepath.Dir(path), KeySafe: []vmLockerInfo{}}
-	ks, err := vf.KeySafe()
+	v, err := vmOpen(c, arg, vmOpenMode{depth: vm.SettingsOnly, optionalKeys: true})
 	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return err
 	}
-	r.Encrypted = ks != nil
-	if ks != nil {
-		for _, p := range ks.Pairs() {
+	defer v.Close()
+	r := &vmInspectReport{VMX: v.VMXPath, Folder: v.Dir, KeySafe: []vmLockerInfo{}, Files: v.Files, Encrypted: v.Encrypted()}
+	r.Notes = append(r.Notes, v.Warnings...)
+	if v.KeySafe != nil {
+		for _, p := range v.KeySafe.Pairs() {
 			r.KeySafe = append(r.KeySafe, vmDescribePair(p))
 			if p.Locker != nil && p.Locker.Type == keysafe.TypeFQID {
 				r.Notes = vmAppendOnce(r.Notes, "key-provider pairs use a modelled format (docs/formats.md §7)")
 			}
 		}
 	}
-	if r.Files, err = vmScanFolder(r.Folder); err != nil {
-		return err
+	if v.Encrypted() && !v.Locked {
+		r.Unlocked = &vmUnlockedInfo{Source: v.Opened.Source, Locker: v.Opened.Locker, Cipher: v.ConfigKey.Cipher}
 	}
-	memSnap := false
-	for _, f := range r.Files {
-		if f.Kind == "memory snapshot" || f.Kind == "memory image" {
-			memSnap = true
-		}
-	}
-	srcs, err := keySources(c, false)
-	if err != nil {
-		return err
-	}
-	var settings *vmx.File
-	switch {
-	case ks == nil:
-		settings = vf // a plain VM: its settings are readable as they are
-	case len(srcs) > 0:
-		vm, err := vmOpenVMX(path, vf, srcs)
-		if err != nil {
-			return err
-		}
-		settings = vm.decrypted.Settings
-		r.Unlocked = &vmUnlockedInfo{Source: vm.opened.Source, Locker: vm.opened.Locker, Cipher: vm.key.Cipher}
-	}
-	r.Posture = vmx.PostureOf(vf, settings, memSnap)
+	settings := v.Settings
+	r.Posture = vmx.PostureOf(v.File, settings, v.HasMemory())
 	if settings != nil {
-		si := &vmSettingsInfo{Firmware: r.Posture.Firmware, Disks: []vmDiskInfo{}, NVRAM: vmx.NVRAM(settings, filepath.Base(path))}
+		si := &vmSettingsInfo{Firmware: r.Posture.Firmware, Disks: []vmDiskInfo{}, NVRAM: vmx.NVRAM(settings, filepath.Base(v.VMXPath))}
 		for _, d := range vmx.Disks(settings) {
 			p := d.FileName
 			if !filepath.IsAbs(p) {
@@ -155,13 +112,11 @@ func vmInspectAction(c *cli.Context) error {
 			_, statErr := os.Stat(p)
 			si.Disks = append(si.Disks, vmDiskInfo{Disk: d, Exists: statErr == nil})
 		}
-		if dfk, err := settings.DataFileKey(); err != nil {
-			return fmt.Errorf("%s: %w", path, err)
-		} else if dfk != nil {
-			si.DataFileKey = dfk.Cipher
+		if v.DataFileKey != nil {
+			si.DataFileKey = v.DataFileKey.Cipher
 		}
 		r.Settings = si
-	} else if ks != nil {
+	} else if v.Encrypted() {
 		r.Notes = append(r.Notes, "firmware, disks, Secure Boot and vMotion settings are inside encryption.data: give a key to read them")
 	}
 	if c.Bool("json") {
@@ -211,132 +166,6 @@ func vmDescribePair(p *keysafe.Pair) vmLockerInfo {
 		li.Problem = err.Error()
 	}
 	return li
-}
-
-// vmFileKinds maps extensions to what inspect reports.
-var vmFileKinds = map[string]string{
-	".vmx": "settings", ".vmxf": "team settings", ".vmsd": "snapshot list",
-	".nvram": "NVRAM", ".vswp": "swap", ".vmsn": "memory snapshot", ".vmss": "suspend state",
-	".vmem": "memory image", ".vmdk": "disk",
-}
-
-// vmDataFileExts are the files that use the encrypted container of
-// FORMATS.md section 9.
-var vmDataFileExts = map[string]bool{".nvram": true, ".vswp": true, ".vmsn": true, ".vmss": true, ".vmem": true}
-
-// vmScanFolder lists the VM files of a folder and whether each is encrypted.
-func vmScanFolder(dir string) ([]vmFileInfo, error) {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	out := []vmFileInfo{}
-	for _, e := range ents {
-		ext := strings.ToLower(filepath.Ext(e.Name()))
-		kind, ok := vmFileKinds[ext]
-		if !ok || e.IsDir() {
-			continue
-		}
-		p := filepath.Join(dir, e.Name())
-		st, err := os.Stat(p) // follows symlinks: report the file's size
-		if err != nil {
-			out = append(out, vmFileInfo{Name: e.Name(), Kind: kind, Note: err.Error()})
-			continue
-		}
-		if st.IsDir() {
-			continue
-		}
-		fi := vmFileInfo{Name: e.Name(), Kind: kind, Size: st.Size()}
-		switch {
-		case ext == ".vmx":
-			if vf, err := vmReadVMX(p); err != nil {
-				fi.Note = err.Error()
-			} else {
-				_, _, enc, err := vf.Encryption()
-				fi.Encrypted = &enc
-				if err != nil {
-					fi.Note = err.Error()
-				}
-			}
-		case vmDataFileExts[ext]:
-			enc, err := vmHasDataFileMagic(p)
-			if err != nil {
-				fi.Note = err.Error()
-			} else {
-				fi.Encrypted = &enc
-			}
-		case ext == ".vmdk":
-			fi.Kind, fi.Encrypted, fi.Note, _ = vmProbeVMDK(p)
-		}
-		out = append(out, fi)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
-}
-
-// vmReadHead reads at most n bytes from the start of a file (read-only).
-func vmReadHead(path string, n int) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b := make([]byte, n)
-	m, err := io.ReadFull(f, b)
-	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
-		return nil, err
-	}
-	return b[:m], nil
-}
-
-func vmHasDataFileMagic(path string) (bool, error) {
-	b, err := vmReadHead(path, 4)
-	if err != nil {
-		return false, err
-	}
-	return len(b) == 4 && binary.LittleEndian.Uint32(b) == vmDataFileMagic, nil
-}
-
-var vmEncryptionKeysLine = regexp.MustCompile(`(?mi)^[ \t]*encryptionKeys[ \t]*=[ \t]*"?([^"\r\n]*)"?`)
-
-// vmProbeVMDK is inspect's own minimal disk check: it reads at most the first
-// 64 KiB and looks for a descriptor (a text file, or embedded after a KDMV
-// header) with an encryptionKeys line, whose value it returns.
-func vmProbeVMDK(path string) (kind string, encrypted *bool, note, keySafe string) {
-	b, err := vmReadHead(path, vmMaxDescriptorProbe)
-	if err != nil {
-		return "disk", nil, err.Error(), ""
-	}
-	return vmProbeVMDKHead(b)
-}
-
-// vmProbeVMDKHead classifies the first bytes of a .vmdk file (untrusted:
-// every header field is checked against len(b) before use).
-func vmProbeVMDKHead(b []byte) (kind string, encrypted *bool, note, keySafe string) {
-	var desc []byte
-	switch {
-	case bytes.HasPrefix(b, []byte("KDMV")) && len(b) >= 44:
-		off := binary.LittleEndian.Uint64(b[28:])
-		size := binary.LittleEndian.Uint64(b[36:])
-		if off == 0 || size == 0 {
-			return "disk extent", nil, "sparse extent without a descriptor (see the disk's descriptor file)", ""
-		}
-		if off >= uint64(len(b))/512 {
-			return "disk", nil, "descriptor beyond the first 64 KiB", ""
-		}
-		end := off + min(size, uint64(len(b))/512-off) // off+size may wrap
-		desc = b[off*512 : end*512]
-	case bytes.Contains(b, []byte("# Disk DescriptorFile")) || bytes.Contains(b, []byte("createType")):
-		desc = b
-	default:
-		return "disk extent", nil, "extent data (encryption is recorded in the disk's descriptor)", ""
-	}
-	m := vmEncryptionKeysLine.FindSubmatch(desc)
-	enc := m != nil
-	if m != nil {
-		keySafe = string(m[1])
-	}
-	return "disk", &enc, "", keySafe
 }
 
 // printVMInspect writes the readable report.

@@ -66,8 +66,10 @@ func TestInspectPlainVM(t *testing.T) {
 	if len(r.Posture.Conflicts) != 2 { // vTPM without encryption, Secure Boot without EFI
 		t.Fatalf("conflicts %q", r.Posture.Conflicts)
 	}
-	if code, _, _ := runCLI(t, "unlock", dir); code != exitFailure {
-		t.Fatalf("unlock of a plain VM: exit %d", code)
+	// A plain VM has nothing to unlock: unsupported input, as for every
+	// command that needs an encrypted VM.
+	if code, _, _ := runCLI(t, "unlock", dir); code != exitCorrupt {
+		t.Fatalf("unlock of a plain VM: exit %d, want %d", code, exitCorrupt)
 	}
 }
 
@@ -159,13 +161,19 @@ func TestUnlockDisks(t *testing.T) {
 		{"disk locked by another passphrase", diskSafe("other"), exitWrongKey},
 		{"corrupt encryptionKeys", "vmware:key/list/(pair/(", exitCorrupt},
 		{"plain disk", "", 0},
+		// ddb.iofilters says encrypted, but there is no encryptionKeys:
+		// corrupt, as recover and nkp verify say (unlock once skipped it).
+		{"marked encrypted without keys", "-", exitCorrupt},
 	} {
 		in := vmFixture(t, "workstation-encrypted.vmx", nil)
 		desc := "# Disk DescriptorFile\nversion=1\n"
-		if c.encKeys != "" {
+		if c.encKeys != "" && c.encKeys != "-" {
 			desc += "encryptionKeys = \"" + c.encKeys + "\"\n"
 		}
-		desc += "createType=\"monolithicFlat\"\nRW 8 FLAT \"Virtual Disk-flat.vmdk\" 0\nddb.iofilters = \"vmwarevmcrypt\"\n"
+		desc += "createType=\"monolithicFlat\"\nRW 8 FLAT \"Virtual Disk-flat.vmdk\" 0\n"
+		if c.encKeys != "" {
+			desc += "ddb.iofilters = \"vmwarevmcrypt\"\n"
+		}
 		os.WriteFile(filepath.Join(filepath.Dir(in), "Virtual Disk.vmdk"), []byte(desc), 0o644)
 		os.WriteFile(filepath.Join(filepath.Dir(in), "Virtual Disk-flat.vmdk"), make([]byte, 8*512), 0o644)
 		code, out, e := runCLI(t, "unlock", in, "--passphrase-file", passFile(t, "password"))

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
@@ -65,6 +68,24 @@ func promptSecret(c *cli.Context, label string) ([]byte, error) {
 	return b, err
 }
 
+// promptNewSecret asks for a new secret twice on the terminal, without
+// echo, and refuses two answers that differ (a typo would lock the user
+// out).
+func promptNewSecret(c *cli.Context, label string) ([]byte, error) {
+	a, err := promptSecret(c, label)
+	if err != nil {
+		return nil, err
+	}
+	b, err := promptSecret(c, label+" (again)")
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(a, b) {
+		return nil, usagef("the two %s entries differ: nothing was written", strings.ToLower(label))
+	}
+	return a, nil
+}
+
 // passphraseFromFlags returns the passphrase from --passphrase-file or the
 // environment; ok is false when neither was given.
 func passphraseFromFlags(c *cli.Context) (p []byte, ok bool, err error) {
@@ -106,4 +127,57 @@ func keySources(c *cli.Context, prompt bool) ([]keys.Source, error) {
 		srcs = append(srcs, keys.NewPassphrase(p))
 	}
 	return srcs, nil
+}
+
+// secretFileFlags are the flags that name key material: files a command
+// reads and must never write over.
+var secretFileFlags = []string{"passphrase-file", "kek", "nkp-backup", "nkp-password-file", "password-file", "new-passphrase-file", "key-hex-file", "kmip-key", "kmip-cert", "kmip-ca", "kmip-config", "seal-passphrase-file"}
+
+// keyFiles lists the key files the command was given.
+func keyFiles(c *cli.Context) []string {
+	var out []string
+	for _, ctx := range c.Lineage() {
+		if ctx.Command == nil {
+			continue
+		}
+		for _, fl := range ctx.Command.Flags {
+			name := fl.Names()[0]
+			if !slices.Contains(secretFileFlags, name) {
+				continue
+			}
+			switch fl.(type) {
+			case *cli.StringFlag:
+				if v := ctx.String(name); v != "" {
+					out = append(out, v)
+				}
+			case *cli.StringSliceFlag:
+				out = append(out, ctx.StringSlice(name)...)
+			}
+		}
+	}
+	return out
+}
+
+// refuseInputs refuses (exit 2), --force or not, an output path that is one
+// of the inputs: the same path, or the same file through a link. Key files
+// given to the command are inputs too.
+func refuseInputs(c *cli.Context, out string, inputs ...string) error {
+	abs, _ := filepath.Abs(out)
+	ost, oerr := os.Stat(out)
+	for _, in := range append(inputs, keyFiles(c)...) {
+		if in == "" {
+			continue
+		}
+		same := false
+		if a, err := filepath.Abs(in); err == nil && a == abs {
+			same = true
+		}
+		if ist, err := os.Stat(in); err == nil && oerr == nil && os.SameFile(ist, ost) {
+			same = true
+		}
+		if same {
+			return usagef("output %s is %s, an input of this command: vmcrypt never writes over its inputs (key files included)", out, in)
+		}
+	}
+	return nil
 }

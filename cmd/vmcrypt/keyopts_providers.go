@@ -46,7 +46,8 @@ func providerSources(c *cli.Context) ([]keys.Source, error) {
 	if v, ok := os.LookupEnv(envNKPPassword); ok && len(files) == 0 {
 		pws = append(pws, []byte(v))
 	}
-	if len(pws) == 0 {
+	noPassword := len(pws) == 0
+	if noPassword {
 		pws = [][]byte{nil} // the empty password
 	}
 	for _, p := range backups {
@@ -58,7 +59,10 @@ func providerSources(c *cli.Context) ([]keys.Source, error) {
 			}
 		}
 		if err != nil {
-			if errors.Is(err, keysafe.ErrWrongKey) && len(pws) > 1 {
+			switch {
+			case errors.Is(err, keysafe.ErrWrongKey) && noPassword:
+				err = fmt.Errorf("no password was given (--nkp-password-file or %s) and the backup is not password-less: %w", envNKPPassword, err)
+			case errors.Is(err, keysafe.ErrWrongKey) && len(pws) > 1:
 				err = fmt.Errorf("none of the %d passwords given opens it: %w", len(pws), err)
 			}
 			return nil, err

@@ -7,28 +7,36 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
+	"os/signal"
 	"sort"
 	"strings"
+	"syscall"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/vmcrypt/vmcrypt/recover"
+	"github.com/vmcrypt/vmcrypt/recover/datafile"
+	"github.com/vmcrypt/vmcrypt/recover/vm"
 	"github.com/vmcrypt/vmcrypt/vmdk"
+	"github.com/vmcrypt/vmcrypt/vmdk/outfile"
 	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
 )
 
 // Exit codes: one table, used by every command (README "Exit codes").
 const (
-	exitOK          = 0 // success
-	exitFailure     = 1 // other failure (I/O, ...)
-	exitUsage       = 2 // bad command line
-	exitWrongKey    = 3 // wrong key, passphrase or password
-	exitKeyNotFound = 4 // a locator names a key that no supplied source holds
-	exitCorrupt     = 5 // corrupt or unsupported input
+	exitOK          = 0   // success
+	exitFailure     = 1   // other failure (I/O, ...)
+	exitUsage       = 2   // bad command line
+	exitWrongKey    = 3   // wrong key, passphrase or password
+	exitKeyNotFound = 4   // a locator names a key that no supplied source holds
+	exitCorrupt     = 5   // corrupt or unsupported input
+	exitInterrupted = 130 // interrupted by SIGINT (Ctrl-C) or SIGTERM: nothing was written
 )
 
 var commands []*cli.Command
@@ -49,7 +57,10 @@ func exitCode(err error) int {
 	switch {
 	case err == nil:
 		return exitOK
-	case errors.As(err, &ue):
+	case errors.Is(err, errInterrupted):
+		return exitInterrupted
+	case errors.As(err, &ue), errors.Is(err, vm.ErrNoVMX), errors.Is(err, vm.ErrManyVMX),
+		errors.Is(err, outfile.ErrExists), errors.Is(err, recover.ErrOutputExists), errors.Is(err, recover.ErrOutputIsInput):
 		return exitUsage
 	case errors.Is(err, keysafe.ErrWrongKey):
 		return exitWrongKey
@@ -70,6 +81,14 @@ func newApp() *cli.App {
 		Commands:             commands,
 		EnableBashCompletion: false,
 		HideHelpCommand:      true,
+		// Bare `vmcrypt`: the help, and exit 2 (nothing was asked).
+		Action: func(c *cli.Context) error {
+			if c.Args().Len() > 0 {
+				return usagef("unknown command %s: vmcrypt --help lists the commands", c.Args().First())
+			}
+			cli.ShowAppHelp(c)
+			return usagef("no command given")
+		},
 		OnUsageError: func(c *cli.Context, err error, isSub bool) error {
 			return &usageError{err.Error()}
 		},
@@ -91,9 +110,28 @@ func setUsageHandlers(cmds []*cli.Command) {
 // run is main without the exit, for tests. Commands write to c.App.Writer
 // and c.App.ErrWriter, never to os.Stdout/os.Stderr directly.
 func run(args []string, stdout, stderr io.Writer) int {
+	return runContext(context.Background(), args, stdout, stderr)
+}
+
+// errInterrupted marks a run stopped by SIGINT or SIGTERM (exit 130).
+var errInterrupted = errors.New("interrupted")
+
+// runContext runs the app with a context that SIGINT and SIGTERM cancel:
+// every command stops, removes what it was writing, and exits 130.
+func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	app := newApp()
 	app.Writer, app.ErrWriter = stdout, stderr
-	err := app.Run(interspersed(app, args))
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	args = interspersed(app, args)
+	if len(args) >= 3 && args[1] == "help" {
+		// `vmcrypt help CMD [SUB]` is `vmcrypt CMD [SUB] --help`.
+		args = append(append([]string{args[0]}, args[2:]...), "--help")
+	}
+	err := app.RunContext(ctx, args)
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		err = fmt.Errorf("%w: stopped by a signal, no output was written (%v)", errInterrupted, err)
+	}
 	if err != nil && strings.HasPrefix(err.Error(), "No help topic for ") {
 		// urfave/cli's answer to an unknown (sub)command: a usage error.
 		err = usagef("unknown command %s: vmcrypt --help lists the commands", strings.TrimPrefix(err.Error(), "No help topic for "))
@@ -122,6 +160,23 @@ func message(err error) string {
 		msg += " (vmcrypt vmdk export --scan-truncated-stream does)"
 	case errors.Is(err, vmdk.ErrUnsafePath):
 		msg = strings.Replace(msg, "(allow unsafe paths to follow it)", "(--allow-unsafe-paths follows it)", 1)
+	case errors.Is(err, recover.ErrVTPMNoNVRAM):
+		msg += " (--allow-missing-nvram recovers it anyway)"
+	case errors.Is(err, recover.ErrOutputExists), errors.Is(err, outfile.ErrExists):
+		msg += " (--force replaces it)"
+	case errors.Is(err, datafile.ErrMACMismatch):
+		msg += " (--ignore-mac reads it anyway)"
+	}
+	var nf *keysafe.KeyNotFoundError
+	if errors.As(err, &nf) {
+		switch {
+		case nf.Provider == "passphrase":
+			msg += " (give it with --passphrase-file or " + envPassphrase + ")"
+		case strings.Contains(nf.Hint, "NKP backup"):
+			msg += " (give it with --nkp-backup)"
+		default:
+			msg += " (give it with --kek)"
+		}
 	}
 	return msg
 }

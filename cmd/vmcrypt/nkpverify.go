@@ -4,10 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"text/tabwriter"
 
@@ -15,8 +12,8 @@ import (
 
 	"github.com/vmcrypt/vmcrypt/nkp"
 	"github.com/vmcrypt/vmcrypt/recover/keys"
+	"github.com/vmcrypt/vmcrypt/recover/vm"
 	"github.com/vmcrypt/vmcrypt/vmdk"
-	"github.com/vmcrypt/vmcrypt/vmx"
 	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
 )
 
@@ -39,7 +36,6 @@ type nkpVerifyRow struct {
 	Error  string       `json:"error,omitempty"`
 	Hint   string       `json:"hint,omitempty"`
 	err    error        // for the exit code
-	worst  nkpRank      // rank of the worst failure seen
 }
 
 type nkpDiskRow struct {
@@ -48,25 +44,6 @@ type nkpDiskRow struct {
 	Links  int    `json:"links"`
 	Status string `json:"status"`
 	Error  string `json:"error,omitempty"`
-}
-
-// nkpRank orders failures: the command exits with the code of the
-// worst row.
-type nkpRank int
-
-// rank of an exit code: ok < other failure < wrong backup < wrong key < corrupt.
-func nkpRankOf(code int) nkpRank {
-	switch code {
-	case exitOK:
-		return 0
-	case exitKeyNotFound:
-		return 2
-	case exitWrongKey:
-		return 3
-	case exitCorrupt:
-		return 4
-	}
-	return 1
 }
 
 func nkpStatusOf(err error) string {
@@ -91,8 +68,8 @@ func (r *nkpVerifyRow) fail(err error) {
 	if err == nil {
 		return
 	}
-	if rk := nkpRankOf(exitCode(err)); r.err == nil || rk > r.worst {
-		r.err, r.worst = err, rk
+	if r.err == nil || exitRank(err) > exitRank(r.err) {
+		r.err = err
 	}
 }
 
@@ -115,7 +92,10 @@ func nkpVerify(c *cli.Context) error {
 	}
 	var rows []nkpVerifyRow
 	for _, p := range args[1:] {
-		vmxs, err := nkpFindVMX(p)
+		vmxs, unreadable, err := vm.FindVMXs(p)
+		for _, u := range unreadable {
+			fmt.Fprintf(c.App.ErrWriter, "warning: %s: not searched for VMs\n", u)
+		}
 		if err != nil {
 			r := nkpVerifyRow{VM: p}
 			r.fail(err)
@@ -123,10 +103,9 @@ func nkpVerify(c *cli.Context) error {
 			continue
 		}
 		for _, v := range vmxs {
-			rows = append(rows, nkpVerifyVM(v, src, have))
+			rows = append(rows, nkpVerifyVM(c, v, src, have))
 		}
 	}
-	worst := 0
 	var worstErr error
 	failed := 0
 	for i := range rows {
@@ -140,8 +119,8 @@ func nkpVerify(c *cli.Context) error {
 			if errors.As(r.err, &nf) {
 				r.Hint = nf.Hint
 			}
-			if nkpRankOf(r.Exit) > nkpRankOf(worst) {
-				worst, worstErr = r.Exit, r.err
+			if worstErr == nil || exitRank(r.err) > exitRank(worstErr) {
+				worstErr = r.err
 			}
 		}
 	}
@@ -159,18 +138,8 @@ func nkpVerify(c *cli.Context) error {
 	if worstErr == nil {
 		return nil
 	}
-	return &nkpVerifyError{msg: fmt.Sprintf("%d of %d VMs do not open with %s (see the table)", failed, len(rows), args[0]), err: worstErr}
+	return &summaryError{msg: fmt.Sprintf("%d of %d VMs do not open with %s (see the table)", failed, len(rows), args[0]), err: worstErr}
 }
-
-// nkpVerifyError is the summary of a failed verify: a short message (the
-// table holds the details) carrying the worst row's error for the exit code.
-type nkpVerifyError struct {
-	msg string
-	err error
-}
-
-func (e *nkpVerifyError) Error() string { return e.msg }
-func (e *nkpVerifyError) Unwrap() error { return e.err }
 
 func nkpKDKStrings(ids []nkp.UUID) []string {
 	out := make([]string, len(ids))
@@ -178,33 +147,6 @@ func nkpKDKStrings(ids []nkp.UUID) []string {
 		out[i] = id.String()
 	}
 	return out
-}
-
-// nkpFindVMX returns the .vmx of a VM path: the file itself, or every .vmx
-// in a folder.
-func nkpFindVMX(p string) ([]string, error) {
-	fi, err := os.Stat(p)
-	if err != nil {
-		return nil, err
-	}
-	if !fi.IsDir() {
-		return []string{p}, nil
-	}
-	ents, err := os.ReadDir(p)
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, e := range ents {
-		if !e.IsDir() && strings.EqualFold(filepath.Ext(e.Name()), ".vmx") {
-			out = append(out, filepath.Join(p, e.Name()))
-		}
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("%s holds no .vmx file", p)
-	}
-	sort.Strings(out)
-	return out, nil
 }
 
 // nkpKDKs lists the KDK ids named by the NKP key ids of a locator's fqid
@@ -224,99 +166,88 @@ func nkpKDKs(l *keysafe.Locator) (ids []nkp.UUID, other []string) {
 	return ids, other
 }
 
-// nkpCheckLocator notes the KDKs a locator needs that the backup lacks and
-// opens it with the backup alone.
-func nkpCheckLocator(r *nkpVerifyRow, what string, l *keysafe.Locator, res *keys.Resolver, have map[nkp.UUID]bool) (*keysafe.Key, error) {
+// nkpNeeds notes the KDKs a locator needs that the backup lacks; a
+// locator with no NKP key id is unsupported by this check.
+func nkpNeeds(r *nkpVerifyRow, what string, l *keysafe.Locator, have map[nkp.UUID]bool) error {
 	ids, other := nkpKDKs(l)
 	if len(ids) == 0 {
 		if len(other) > 0 {
-			return nil, fmt.Errorf("%s is locked by key provider key %s, not by a Native Key Provider key id: %w", what, other[0], keysafe.ErrUnsupported)
+			return fmt.Errorf("%s is locked by key provider key %s, not by a Native Key Provider key id: %w", what, other[0], keysafe.ErrUnsupported)
 		}
-		return nil, fmt.Errorf("%s has no key-provider locker (passphrase-locked?): %w", what, keysafe.ErrUnsupported)
+		return fmt.Errorf("%s has no key-provider locker (passphrase-locked?): %w", what, keysafe.ErrUnsupported)
 	}
 	for _, id := range ids {
 		if !have[id] && !slices.Contains(r.NeedsKDK, id.String()) {
 			r.NeedsKDK = append(r.NeedsKDK, id.String())
 		}
 	}
-	k, _, err := res.Open(l)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", what, err)
-	}
-	r.Opened++
-	return k, nil
+	return nil
 }
 
-func nkpVerifyVM(path string, src *keys.NKPBackup, have map[nkp.UUID]bool) nkpVerifyRow {
+// nkpVerifyVM opens one VM with the backup alone (vm.OpenVM, every disk
+// reported) and fills its row.
+func nkpVerifyVM(c *cli.Context, path string, src *keys.NKPBackup, have map[nkp.UUID]bool) nkpVerifyRow {
 	r := nkpVerifyRow{VM: path}
-	file, err := vmx.ReadFile(path)
+	locked, err := vm.OpenVM(c.Context, path, &vm.Options{Depth: vm.SettingsOnly})
 	if err != nil {
 		r.fail(err)
 		return r
 	}
-	l, err := file.KeySafe()
-	if err != nil {
+	locked.Close()
+	if !locked.Encrypted() {
+		r.fail(fmt.Errorf("%s: %w", path, vm.ErrNotEncrypted))
+		return r
+	}
+	if err := nkpNeeds(&r, "the VMX key safe", locked.KeySafe, have); err != nil {
 		r.fail(fmt.Errorf("%s: %w", path, err))
 		return r
 	}
-	if l == nil {
-		r.fail(fmt.Errorf("%s is not encrypted: %w", path, keysafe.ErrUnsupported))
-		return r
-	}
-	res := keys.NewResolver(src)
-	configKey, err := nkpCheckLocator(&r, "the VMX key safe", l, res, have)
+	v, err := vm.OpenVM(c.Context, path, &vm.Options{Resolver: keys.NewResolver(src), KeepGoing: true, VMDK: vmdkOpenOptions(c)})
 	if err != nil {
-		r.fail(fmt.Errorf("%s: %w", path, err))
+		r.fail(err)
 		return r
 	}
-	dec, err := vmx.Decrypt(file, configKey)
-	if err != nil {
-		r.fail(fmt.Errorf("%s: encryption.data: %w", path, err))
-		return r
-	}
-	dir := filepath.Dir(path)
-	for _, d := range vmx.Disks(dec.Settings) {
+	defer v.Close()
+	r.Opened++ // the config key
+	for _, d := range v.Disks {
 		dr := nkpDiskRow{Device: d.Device, File: d.FileName, Status: "ok"}
-		p := d.FileName
-		if !filepath.IsAbs(p) {
-			p = filepath.Join(dir, p)
+		err := d.Err
+		if err == nil {
+			dr.Links = len(d.Links)
+			for i, l := range d.VMDK.Links() {
+				if !d.Links[i].Encrypted {
+					continue
+				}
+				loc, perr := keysafe.Parse(l.EncryptionKeys)
+				if perr == nil {
+					perr = nkpNeeds(&r, l.Path+" encryptionKeys", loc, have)
+				}
+				if perr != nil {
+					err = perr
+					break
+				}
+				r.Opened++
+			}
+		} else if loc, lerr := diskLocatorFromError(d); lerr == nil && loc != nil {
+			nkpNeeds(&r, d.FileName, loc, have)
 		}
-		err := nkpVerifyDisk(&r, &dr, p, res, have)
 		if err != nil {
 			dr.Status, dr.Error = nkpStatusOf(err), err.Error()
-			r.fail(fmt.Errorf("disk %s (%s): %w", d.Device, d.FileName, err))
+			r.fail(err)
 		}
 		r.Disks = append(r.Disks, dr)
 	}
 	return r
 }
 
-// nkpVerifyDisk opens a disk's chain (metadata only) and every link's
-// encryptionKeys with the backup.
-func nkpVerifyDisk(r *nkpVerifyRow, dr *nkpDiskRow, path string, res *keys.Resolver, have map[nkp.UUID]bool) error {
-	disk, err := vmdk.Open(path, nil)
-	if err != nil {
-		return err
+// diskLocatorFromError reads the encryptionKeys of a disk that did not
+// open (to name the KDK it needs): its descriptor only.
+func diskLocatorFromError(d *vm.Disk) (*keysafe.Locator, error) {
+	desc, err := vmdk.ReadDescriptor(d.Path)
+	if err != nil || desc.EncryptionKeys == "" {
+		return nil, err
 	}
-	defer disk.Close()
-	links := disk.Links()
-	dr.Links = len(links)
-	for _, link := range links {
-		if link.EncryptionKeys == "" {
-			if link.Descriptor.Encrypted() {
-				return fmt.Errorf("%s: has the vmwarevmcrypt filter but no encryptionKeys: %w", link.Path, keysafe.ErrCorrupt)
-			}
-			continue // an unencrypted link needs no key
-		}
-		l, err := keysafe.Parse(link.EncryptionKeys)
-		if err != nil {
-			return fmt.Errorf("%s: encryptionKeys: %w", link.Path, err)
-		}
-		if _, err := nkpCheckLocator(r, link.Path+" encryptionKeys", l, res, have); err != nil {
-			return err
-		}
-	}
-	return nil
+	return keysafe.Parse(desc.EncryptionKeys)
 }
 
 func nkpPrintVerify(w io.Writer, backup string, src *keys.NKPBackup, rows []nkpVerifyRow) error {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/json"
 	"os"
@@ -59,7 +60,7 @@ func nkpMakeVM(t *testing.T, dir, name string, vmLock, diskLock func(*keysafe.Ke
 		t.Fatal(err)
 	}
 	const size = 1 << 20
-	if err := vmdk.Write(filepath.Join(vmDir, name+".vmdk"), bytes.NewReader(make([]byte, size)), size, nil,
+	if err := vmdk.Write(context.Background(), filepath.Join(vmDir, name+".vmdk"), bytes.NewReader(make([]byte, size)), size, nil,
 		&vmdk.WriteOptions{EncryptionKeys: dl.String(), IOFilters: "vmwarevmcrypt"}); err != nil {
 		t.Fatal(err)
 	}

@@ -2,21 +2,16 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"sync"
-	"syscall"
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
 	"github.com/vmcrypt/vmcrypt/recover"
-	"github.com/vmcrypt/vmcrypt/recover/keys"
-	"github.com/vmcrypt/vmcrypt/vmdk"
 )
 
 // The recover command: an encrypted VM folder and its keys in, a plain VM
@@ -41,6 +36,8 @@ func init() {
 			&cli.BoolFlag{Name: "ignore-mac", Usage: "do not check the page MACs of data files (their MAC is a modelled format)"},
 			&cli.BoolFlag{Name: "allow-unsafe-paths", Usage: "follow disk extent paths and parent hints that are absolute or contain \"..\", and symbolic links out of the VM folder"},
 			&cli.BoolFlag{Name: "allow-cid-mismatch", Usage: "read a chain whose parentCID differs from the parent's CID"},
+			&cli.BoolFlag{Name: "drop-vtpm", Usage: "remove the vTPM from the plain VMX (it then powers on unencrypted, but secrets sealed to the vTPM, e.g. BitLocker keys, are lost for this copy)"},
+			&cli.BoolFlag{Name: "allow-missing-nvram", Usage: "recover a vTPM VM whose .nvram (the vTPM state) is missing or unreadable"},
 		}, keyFlags()...),
 		Action: recoverAction,
 	})
@@ -63,44 +60,37 @@ func recoverAction(c *cli.Context) error {
 	if jobs < 0 || jobs > recover.MaxJobs {
 		return usagef("--jobs %d: want 0 (all cores) to %d", jobs, recover.MaxJobs)
 	}
-	// As unlock does: ask for a passphrase only for a VM a passphrase opens
-	// (on a terminal; elsewhere that is a usage error, exit 2, saying how
-	// to give one). A key-provider VM with no key fails in planning with
-	// exit 4 naming the provider and key id.
-	prompt, err := recover.NeedsPassphrase(pos[0])
-	if err != nil {
-		prompt = true
-	}
-	srcs, err := keySources(c, prompt)
+	v, err := vmOpen(c, pos[0], vmOpenMode{prompt: true})
 	if err != nil {
 		return err
 	}
+	defer v.Close()
 	opts := &recover.Options{
-		Resolver:  keys.NewResolver(srcs...),
-		Format:    format,
-		Flatten:   c.Bool("flatten"),
-		Jobs:      jobs,
-		Force:     c.Bool("force"),
-		IgnoreMAC: c.Bool("ignore-mac"),
-		VMDK:      &vmdk.OpenOptions{AllowUnsafePaths: c.Bool("allow-unsafe-paths"), AllowCIDMismatch: c.Bool("allow-cid-mismatch")},
+		Format:            format,
+		Flatten:           c.Bool("flatten"),
+		Jobs:              jobs,
+		Force:             c.Bool("force"),
+		DropVTPM:          c.Bool("drop-vtpm"),
+		AllowMissingNVRAM: c.Bool("allow-missing-nvram"),
+	}
+	plan, err := recover.NewPlan(v, opts)
+	if err != nil {
+		return err
+	}
+	for _, o := range plan.Outputs() {
+		if err := refuseInputs(c, filepath.Join(out, o)); err != nil {
+			return err
+		}
 	}
 	bars := newRecoverBars(c)
 	if bars != nil {
-		opts.Progress = bars.update
+		plan.SetProgress(bars.update)
 	}
-	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	rep, err := recoverRun(ctx, pos[0], out, opts)
+	rep, err := recoverRun(c.Context, plan, out)
 	if bars != nil {
 		bars.finish()
 	}
 	if err != nil {
-		switch {
-		case errors.Is(err, recover.ErrOutputExists), errors.Is(err, recover.ErrOutputIsInput):
-			return usagef("%v", err)
-		case errors.Is(err, context.Canceled):
-			return fmt.Errorf("interrupted: no output was written (%v)", err)
-		}
 		return err
 	}
 	if !c.Bool("quiet") {
@@ -109,6 +99,12 @@ func recoverAction(c *cli.Context) error {
 		fmt.Fprintf(w, "key safe opened by %s (%s)\n", rep.KeySafe.Source, rep.KeySafe.Locker)
 		for _, o := range rep.Outputs {
 			fmt.Fprintf(w, "  %s  %s\n", o.SHA256, o.File)
+		}
+		for _, d := range rep.Disks {
+			fmt.Fprintf(w, "  disk %s: content sha256 %s (the plain virtual disk, as qemu-img convert -O raw reads it)\n", d.Device, d.ContentSHA256)
+		}
+		if rep.VTPM != nil {
+			fmt.Fprintf(w, "vTPM: %s\n", rep.VTPM.Note)
 		}
 		for _, n := range rep.Notes {
 			fmt.Fprintf(w, "note: %s\n", n)
@@ -127,8 +123,10 @@ func recoverAction(c *cli.Context) error {
 	return nil
 }
 
-// recoverRun is recover.Recover; tests replace it to cancel half-way.
-var recoverRun = recover.Recover
+// recoverRun runs a plan; tests replace it to cancel half-way.
+var recoverRun = func(ctx context.Context, p *recover.Plan, out string) (*recover.Report, error) {
+	return p.Run(ctx, out)
+}
 
 // recoverBars draws one progress bar per output and phase on stderr.
 type recoverBars struct {

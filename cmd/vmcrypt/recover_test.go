@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -174,26 +175,27 @@ func TestRecoverCLINegatives(t *testing.T) {
 }
 
 // A run cancelled half-way (as SIGINT does, through the context) exits
-// non-zero and leaves no output file.
+// 130 and leaves no output file.
 func TestRecoverCLICancel(t *testing.T) {
 	fx := recFixture(t, fixtures.Recipe{Provider: fixtures.ProviderPassphrase, Size: 8 << 20, Seed: 70})
 	vm := filepath.Join(fx.Dir, fixtures.VMDir)
 	out := filepath.Join(t.TempDir(), "out")
 	orig := recoverRun
 	defer func() { recoverRun = orig }()
-	recoverRun = func(ctx context.Context, vmPath, outDir string, opts *recover.Options) (*recover.Report, error) {
-		ctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		opts.Progress = func(p recover.Progress) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	recoverRun = func(ctx context.Context, p *recover.Plan, out string) (*recover.Report, error) {
+		p.SetProgress(func(p recover.Progress) {
 			if p.Done > p.Total/3 {
-				cancel()
+				cancel() // what SIGINT does to the command's context
 			}
-		}
-		return orig(ctx, vmPath, outDir, opts)
+		})
+		return orig(ctx, p, out)
 	}
-	code, _, _ := runCLI(t, append([]string{"recover", vm, "-o", out, "--format", "raw"}, recKeyArgs(fx)...)...)
-	if code != exitFailure {
-		t.Fatalf("exit %d, want %d", code, exitFailure)
+	var stdout, stderr bytes.Buffer
+	code := runContext(ctx, append([]string{"vmcrypt", "recover", vm, "-o", out, "--format", "raw"}, recKeyArgs(fx)...), &stdout, &stderr)
+	if code != exitInterrupted {
+		t.Fatalf("exit %d, want %d: %s", code, exitInterrupted, stderr.String())
 	}
 	if n := recNames(t, out); len(n) != 0 {
 		t.Fatalf("OUTDIR holds %v", n)

@@ -68,17 +68,23 @@ func printScan(w io.Writer, rep *scan.Report) {
 		if vm.DisplayName != "" {
 			fmt.Fprintf(w, " %q", vm.DisplayName)
 		}
-		fmt.Fprintf(w, ": %s\n", strings.ToUpper(string(vm.Status)))
+		fmt.Fprintf(w, ": %s", strings.ToUpper(string(vm.Status)))
+		if n := len(vm.Exposed); n > 0 {
+			fmt.Fprintf(w, " (%s readable without a key)", scanPlural(n, "file"))
+		}
+		fmt.Fprintln(w)
 		if len(vm.Keys) > 0 {
 			fmt.Fprintf(w, "  keys needed: %s\n", keyList(vm.Keys))
 		}
-		for _, e := range vm.Exposed {
-			fmt.Fprintf(w, "  EXPOSED  %s\n", e)
-		}
+		// One line per file; an exposed one says so in capitals (once).
 		tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
 		fmt.Fprintln(tw, "  FILE\tKIND\tSTATUS\tDETAIL")
 		for _, f := range vm.Files {
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", f.Path, f.Kind, f.Status, f.Why)
+			st := string(f.Status)
+			if f.Status == scan.Exposed {
+				st = "EXPOSED"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", f.Path, f.Kind, st, f.Why)
 		}
 		tw.Flush()
 	}
@@ -94,8 +100,8 @@ func printScan(w io.Writer, rep *scan.Report) {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\n", name, vm.Status, keyList(vm.Keys))
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "  files: %d encrypted, %d exposed, %d plain, %d unreadable\n",
-		s.Files[scan.Encrypted], s.Files[scan.Exposed], s.Files[scan.Plain], s.Files[scan.Error])
+	fmt.Fprintf(w, "  files: %d encrypted, %d exposed, %d plain, %d unknown, %d unreadable; %s unreadable\n",
+		s.Files[scan.Encrypted], s.Files[scan.Exposed], s.Files[scan.Plain], s.Files[scan.Unknown], s.Files[scan.Error], scanPlural(s.UnreadableFolders, "folder"))
 	for _, k := range s.Keys {
 		fmt.Fprintf(w, "  key: %s (%s)\n", k.Key, scanPlural(k.VMs, "VM"))
 	}
@@ -106,6 +112,9 @@ func printScan(w io.Writer, rep *scan.Report) {
 			fmt.Fprintf(w, "; ids %s", strings.Join(ids, ", "))
 		}
 		fmt.Fprintln(w)
+	}
+	for _, u := range rep.Unreadable {
+		fmt.Fprintf(w, "  UNREADABLE FOLDER  %s (not scanned)\n", u)
 	}
 	if s.Truncated {
 		fmt.Fprintf(w, "  (stopped after %d files)\n", scan.MaxFiles)

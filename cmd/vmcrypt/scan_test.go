@@ -5,6 +5,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -30,10 +31,14 @@ func TestScanCommand(t *testing.T) {
 	if rep.Summary.VMs != 2 || rep.Summary.Encrypted != 1 || rep.Summary.Exposed != 1 {
 		t.Fatalf("summary %+v", rep.Summary)
 	}
-	// Text output: exit 0 whatever was found, with the exposed file named.
+	// Text output: exit 0 whatever was found, with the exposed file named
+	// once (it was printed twice: an EXPOSED line and its table row).
 	code, stdout, _ = runCLI(t, "scan", root)
-	if code != exitOK || !strings.Contains(stdout, "EXPOSED  part/vm/fixture.vmdk") || !strings.Contains(stdout, "SUMMARY") {
+	if code != exitOK || !regexp.MustCompile(`part/vm/fixture\.vmdk +disk +EXPOSED`).MatchString(stdout) || !strings.Contains(stdout, "SUMMARY") {
 		t.Fatalf("scan text: exit %d\n%s", code, stdout)
+	}
+	if n := strings.Count(stdout, "part/vm/fixture.vmdk"); n != 1 {
+		t.Fatalf("the exposed disk is named %d times, want once:\n%s", n, stdout)
 	}
 	if code, _, _ := runCLI(t, "scan"); code != exitUsage {
 		t.Errorf("scan without DIR: exit %d", code)

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/vmcrypt/vmcrypt/vmdk"
+	"github.com/vmcrypt/vmcrypt/vmdk/outfile"
 )
 
 // The vmdk command: info and export of one virtual disk with its chain.
@@ -47,6 +48,7 @@ func init() {
 					&cli.StringFlag{Name: "subformat", Value: vmdk.SubformatMonolithicSparse, Usage: "`SUBFORMAT` for --format vmdk: monolithicSparse, monolithicFlat, twoGbMaxExtentSparse or streamOptimized"},
 					&cli.BoolFlag{Name: "force", Usage: "replace OUT if it exists"},
 					&cli.IntFlag{Name: "jobs", Value: 0, Usage: "`N` parallel workers (default: all cores)"},
+					&cli.BoolFlag{Name: "salvage", Usage: "write what can be read of a damaged or truncated disk (zeros for the rest) and list the missing ranges, instead of failing"},
 				}, append(openFlags, keyFlags()...)...),
 				Action: vmdkExport,
 			},
@@ -59,11 +61,9 @@ func vmdkOpen(c *cli.Context) (*vmdk.Disk, error) {
 	if len(pos) != 1 {
 		return nil, usagef("%s takes one DISK (got %d arguments)", c.Command.FullName(), len(pos))
 	}
-	return vmdk.Open(pos[0], &vmdk.OpenOptions{
-		AllowUnsafePaths:     c.Bool("allow-unsafe-paths"),
-		AllowCIDMismatch:     c.Bool("allow-cid-mismatch"),
-		ScanTruncatedStreams: c.Bool("scan-truncated-stream"),
-	})
+	o := vmdkOpenOptions(c)
+	o.Salvage = c.Bool("salvage")
+	return vmdk.Open(pos[0], o)
 }
 
 // vmdkInfoReport is what `vmdk info --json` prints.
@@ -269,7 +269,8 @@ type vmdkExportOptions struct {
 	Subformat string // for "vmdk"
 	Force     bool
 	Jobs      int
-	Progress  func(n int64) // may be nil; raw counts Data bytes, vmdk every virtual byte
+	Salvage   bool
+	Progress  vmdk.Progress // may be nil; raw counts Data bytes, vmdk every virtual byte
 }
 
 func vmdkExport(c *cli.Context) error {
@@ -282,7 +283,7 @@ func vmdkExport(c *cli.Context) error {
 	if out == "" {
 		return usagef("vmdk export needs -o OUT")
 	}
-	o := vmdkExportOptions{Format: c.String("format"), Subformat: c.String("subformat"), Force: c.Bool("force"), Jobs: c.Int("jobs")}
+	o := vmdkExportOptions{Format: c.String("format"), Subformat: c.String("subformat"), Force: c.Bool("force"), Jobs: c.Int("jobs"), Salvage: c.Bool("salvage")}
 	if err := o.check(); err != nil {
 		return err
 	}
@@ -302,21 +303,7 @@ func vmdkExport(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	var data int64
-	for _, r := range runs {
-		if r.State == vmdk.Data {
-			data += r.Len
-		}
-	}
-	if o.Format == "vmdk" {
-		data = d.Size() // vmdk.Write reports every virtual byte
-	}
-	bar := vmdkProgressBar(c, data)
-	if bar != nil {
-		o.Progress = func(n int64) { bar.Add64(n) }
-		defer bar.Finish()
-	}
-	return exportDisk(out, d, d.Size(), runs, o)
+	return exportDisk(c, out, d, d.Size(), runs, o)
 }
 
 func (o *vmdkExportOptions) check() error {
@@ -377,22 +364,63 @@ func vmdkCheckNotInput(out string, d *vmdk.Disk, format string) error {
 }
 
 // exportDisk writes the virtual disk src (size bytes, allocation map runs)
-// to out as a sparse raw file or a VMDK: a temp file renamed when complete.
-// It takes any io.ReaderAt so that a decrypting reader can be passed.
-func exportDisk(out string, src io.ReaderAt, size int64, runs []vmdk.Run, o vmdkExportOptions) error {
+// to out as a sparse raw file or a VMDK: a temp file
+// renamed when complete, after a free-space check. It takes any
+// io.ReaderAt so that a decrypting reader can be passed. With Salvage,
+// unreadable ranges are written as zeros and listed on stderr; without
+// it they fail the export (exit 5).
+func exportDisk(c *cli.Context, out string, src io.ReaderAt, size int64, runs []vmdk.Run, o vmdkExportOptions) error {
 	if err := o.check(); err != nil {
 		return err
 	}
+	var data int64 // what the output stores at most
+	for _, r := range runs {
+		if r.State == vmdk.Data {
+			data += r.Len
+		}
+	}
+	if err := outfile.CheckSpace(filepath.Dir(out), data); err != nil {
+		return err
+	}
+	if o.Format == "vmdk" {
+		data = size // vmdk.Write reports every virtual byte
+	}
+	for _, s := range outfile.RemoveStale(filepath.Dir(out)) {
+		fmt.Fprintf(c.App.ErrWriter, "vmcrypt: removed %s, left by an interrupted run (it may have held decrypted data)\n", s)
+	}
+	if bar := vmdkProgressBar(c, data); bar != nil {
+		o.Progress = func(done, _ int64) { bar.Set64(done) }
+		defer bar.Finish()
+	}
+	var salvage *vmdk.SalvageReader
+	if o.Salvage {
+		salvage = vmdk.NewSalvageReader(src)
+		src = salvage
+	}
 	var err error
 	if o.Format == "vmdk" {
-		err = vmdk.Write(out, src, size, runs, &vmdk.WriteOptions{Subformat: o.Subformat, Jobs: o.Jobs, Progress: o.Progress, Overwrite: o.Force})
+		err = vmdk.Write(c.Context, out, src, size, runs, &vmdk.WriteOptions{Subformat: o.Subformat, Jobs: o.Jobs, Progress: o.Progress, Overwrite: o.Force})
 	} else {
-		err = vmdk.ExportRaw(out, src, size, runs, &vmdk.CopyOptions{Jobs: o.Jobs, Progress: o.Progress, Overwrite: o.Force})
+		err = vmdk.ExportRaw(c.Context, out, src, size, runs, &vmdk.CopyOptions{Jobs: o.Jobs, Progress: o.Progress, Overwrite: o.Force})
 	}
 	if errors.Is(err, os.ErrExist) {
 		return usagef("%s exists; use --force to replace it", out)
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	if salvage != nil {
+		missing := salvage.Missing()
+		var n int64
+		for _, m := range missing {
+			n += m.Len
+			fmt.Fprintf(c.App.ErrWriter, "vmcrypt: salvage: bytes %d-%d (%d) could not be read and were written as zeros\n", m.Off, m.Off+m.Len-1, m.Len)
+		}
+		if len(missing) > 0 {
+			fmt.Fprintf(c.App.ErrWriter, "vmcrypt: salvage: %s written with %d missing bytes in %d range(s)\n", out, n, len(missing))
+		}
+	}
+	return nil
 }
 
 // vmdkProgressBar draws progress on stderr when it is a terminal.

@@ -4,13 +4,12 @@ import (
 	"crypto/rand"
 	"fmt"
 	"os"
-	"path/filepath"
-	"sort"
 	"strings"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/vmcrypt/vmcrypt/recover/keys"
+	"github.com/vmcrypt/vmcrypt/recover/vm"
 	"github.com/vmcrypt/vmcrypt/vmx"
 	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
 )
@@ -68,112 +67,6 @@ func vmOneArg(c *cli.Context, what string) (string, error) {
 	return pos[0], nil
 }
 
-// vmLocateVMX resolves PATH (a VM folder or a .vmx file) to the .vmx file. A
-// folder must hold exactly one .vmx.
-func vmLocateVMX(path string) (string, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return "", err
-	}
-	if !st.IsDir() {
-		return path, nil
-	}
-	ents, err := os.ReadDir(path)
-	if err != nil {
-		return "", err
-	}
-	var found []string
-	for _, e := range ents {
-		if !e.IsDir() && strings.EqualFold(filepath.Ext(e.Name()), ".vmx") {
-			found = append(found, e.Name())
-		}
-	}
-	sort.Strings(found)
-	switch len(found) {
-	case 0:
-		return "", usagef("no .vmx file in %s", path)
-	case 1:
-		return filepath.Join(path, found[0]), nil
-	}
-	return "", usagef("%s holds %d .vmx files (%s): name one", path, len(found), strings.Join(found, ", "))
-}
-
-// vmLoadVMX takes the command's single argument (a VM folder or a .vmx),
-// finds the .vmx and reads it.
-func vmLoadVMX(c *cli.Context, what string) (string, *vmx.File, error) {
-	arg, err := vmOneArg(c, what)
-	if err != nil {
-		return "", nil, err
-	}
-	path, err := vmLocateVMX(arg)
-	if err != nil {
-		return "", nil, err
-	}
-	vf, err := vmReadVMX(path)
-	if err != nil {
-		return "", nil, err
-	}
-	return path, vf, nil
-}
-
-// vmReadVMX opens a .vmx read-only and parses it; a folder is a usage
-// error.
-func vmReadVMX(path string) (*vmx.File, error) {
-	if st, err := os.Stat(path); err == nil && st.IsDir() {
-		return nil, usagef("%s is a folder, not a .vmx file", path)
-	}
-	return vmx.ReadFile(path)
-}
-
-// vmOpenedVM is an encrypted VMX opened with the user's keys.
-type vmOpenedVM struct {
-	key       *keysafe.Key
-	opened    keys.Opened
-	decrypted *vmx.Decrypted
-}
-
-// vmOpenVMX unlocks the key safe of vf with srcs and decrypts its settings.
-func vmOpenVMX(path string, vf *vmx.File, srcs []keys.Source) (*vmOpenedVM, error) {
-	return vmOpenVMXWith(path, vf, keys.NewResolver(srcs...))
-}
-
-// vmOpenVMXWith is vmOpenVMX with a given resolver (shared with the disks,
-// so a passphrase is derived once per salt).
-func vmOpenVMXWith(path string, vf *vmx.File, res *keys.Resolver) (*vmOpenedVM, error) {
-	ks, err := vf.KeySafe()
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if ks == nil {
-		return nil, fmt.Errorf("%s is not encrypted (no %s)", path, vmx.KeyKeySafe)
-	}
-	k, op, err := res.Open(ks)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	d, err := vmx.Decrypt(vf, k)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return &vmOpenedVM{key: k, opened: op, decrypted: d}, nil
-}
-
-// vmPromptFor says whether to prompt for a passphrase when no key source
-// was given: only when the key safe has a passphrase pair (a VM locked by a
-// key provider then fails with "key not supplied", naming the key).
-func vmPromptFor(vf *vmx.File) bool {
-	ks, err := vf.KeySafe()
-	if err != nil || ks == nil {
-		return true
-	}
-	for _, p := range ks.Pairs() {
-		if p.Locker != nil && p.Locker.Type == keysafe.TypePhrase {
-			return true
-		}
-	}
-	return false
-}
-
 // vmxCheckOutput refuses, before any work, an OUT that exists without
 // --force or that is the input itself.
 func vmxCheckOutput(c *cli.Context, in string) (string, error) {
@@ -181,28 +74,21 @@ func vmxCheckOutput(c *cli.Context, in string) (string, error) {
 	if out == "" {
 		return "", usagef("%s needs -o OUT", c.Command.FullName())
 	}
+	if err := refuseInputs(c, out, in); err != nil {
+		return "", err
+	}
 	if _, err := os.Stat(out); err == nil && !c.Bool("force") {
 		return "", usagef("%s exists; use --force to replace it", out)
-	}
-	same := false
-	if a, err := filepath.Abs(in); err == nil {
-		if b, err := filepath.Abs(out); err == nil && a == b {
-			same = true
-		}
-	}
-	if ist, err := os.Stat(in); err == nil {
-		if ost, err := os.Stat(out); err == nil && os.SameFile(ist, ost) {
-			same = true // a link to the input
-		}
-	}
-	if same {
-		return "", usagef("output %s is the input: vmcrypt never writes over its inputs", out)
 	}
 	return out, nil
 }
 
 func vmxDecrypt(c *cli.Context) error {
-	in, vf, err := vmLoadVMX(c, "VMX")
+	arg, err := vmOneArg(c, "VMX")
+	if err != nil {
+		return err
+	}
+	in, err := vm.FindVMX(arg)
 	if err != nil {
 		return err
 	}
@@ -210,19 +96,19 @@ func vmxDecrypt(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	srcs, err := keySources(c, vmPromptFor(vf))
+	v, err := vmOpen(c, in, vmOpenMode{depth: vm.SettingsOnly, prompt: true})
 	if err != nil {
 		return err
 	}
-	vm, err := vmOpenVMX(in, vf, srcs)
-	if err != nil {
-		return err
+	defer v.Close()
+	if !v.Encrypted() {
+		return fmt.Errorf("%s: nothing to decrypt: %w", in, vm.ErrNotEncrypted)
 	}
-	if err := writeNewFile(out, vm.decrypted.Bytes(), c.Bool("force")); err != nil {
+	if err := writeNewFile(out, v.Decrypted.Bytes(), c.Bool("force")); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.App.Writer, "%s: opened by %s (%s); wrote %s (%d bytes of settings)\n",
-		in, vm.opened.Source, vm.opened.Locker, out, len(vm.decrypted.Text))
+		in, v.Opened.Source, v.Opened.Locker, out, len(v.Decrypted.Text))
 	return nil
 }
 
@@ -248,8 +134,14 @@ func vmxEncrypt(c *cli.Context) error {
 	if rounds < 1 || rounds > keysafe.MaxRounds {
 		return usagef("--rounds must be 1..%d", keysafe.MaxRounds)
 	}
-	vf, err := vmReadVMX(in)
+	vf, err := vmx.ReadFile(in)
 	if err != nil {
+		return err
+	}
+	if ks, err := vf.KeySafe(); err != nil || ks != nil {
+		if err == nil {
+			err = fmt.Errorf("%s is already encrypted: %w", in, keysafe.ErrUnsupported)
+		}
 		return err
 	}
 	pass, ok, err := passphraseFromFlags(c)
@@ -257,7 +149,7 @@ func vmxEncrypt(c *cli.Context) error {
 		return err
 	}
 	if !ok {
-		if pass, err = promptSecret(c, "New passphrase"); err != nil {
+		if pass, err = promptNewSecret(c, "New passphrase"); err != nil {
 			return err
 		}
 	}
@@ -277,7 +169,7 @@ func vmxEncrypt(c *cli.Context) error {
 	}
 	// Verify before writing: the result must open with the passphrase
 	// and give back the body.
-	if _, err := vmOpenVMX(out, enc, []keys.Source{keys.NewPassphrase(pass)}); err != nil {
+	if err := vmxCheckOpens(c, enc, pass); err != nil {
 		return fmt.Errorf("internal check of the encrypted VMX failed: %w", err)
 	}
 	if err := writeNewFile(out, enc.Bytes(), c.Bool("force")); err != nil {
@@ -287,21 +179,37 @@ func vmxEncrypt(c *cli.Context) error {
 	return nil
 }
 
+// vmxCheckOpens proves that an encrypted VMX (in memory) opens with pass.
+func vmxCheckOpens(c *cli.Context, f *vmx.File, pass []byte) error {
+	ks, err := f.KeySafe()
+	if err != nil {
+		return err
+	}
+	k, _, err := keys.NewResolver(keys.NewPassphrase(pass)).Open(c.Context, ks)
+	if err != nil {
+		return err
+	}
+	_, err = vmx.Decrypt(f, k)
+	return err
+}
+
 func vmxHash(c *cli.Context) error {
 	format := strings.ToLower(c.String("format"))
 	if format != "hashcat" && format != "john" {
 		return usagef("--format must be hashcat or john, not %q", c.String("format"))
 	}
-	in, vf, err := vmLoadVMX(c, "VMX")
+	arg, err := vmOneArg(c, "VMX")
 	if err != nil {
 		return err
 	}
-	ks, err := vf.KeySafe()
+	v, err := vm.OpenVM(c.Context, arg, &vm.Options{Depth: vm.SettingsOnly})
 	if err != nil {
-		return fmt.Errorf("%s: %w", in, err)
+		return err
 	}
+	defer v.Close()
+	in, ks := v.VMXPath, v.KeySafe
 	if ks == nil {
-		return fmt.Errorf("%s is not encrypted: there is no passphrase hash", in)
+		return fmt.Errorf("%s: there is no passphrase hash: %w", in, vm.ErrNotEncrypted)
 	}
 	n := 0
 	for _, p := range ks.Pairs() {

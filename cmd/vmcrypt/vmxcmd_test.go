@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -12,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vmcrypt/vmcrypt/vmdk"
 )
 
 const vecDir = "../../../shared/vectors/"
@@ -354,12 +357,11 @@ func TestInspectFolder(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "Virtual Disk.vmdk"), []byte("# Disk DescriptorFile\nversion=1\nencryptionKeys = \"vmware:key/list/()\"\ncreateType=\"monolithicSparse\"\n"), 0o644)
 	os.WriteFile(filepath.Join(dir, "plain.vmdk"), []byte("# Disk DescriptorFile\nversion=1\ncreateType=\"monolithicFlat\"\n"), 0o644)
 	os.WriteFile(filepath.Join(dir, "plain-flat.vmdk"), make([]byte, 4096), 0o644)
-	// A sparse disk with an embedded descriptor at sector 1.
-	sp := make([]byte, 2048)
-	copy(sp, "KDMV")
-	sp[28], sp[36] = 1, 2
-	copy(sp[512:], "# Disk DescriptorFile\nencryptionKeys=\"vmware:key/list/()\"\n")
-	os.WriteFile(filepath.Join(dir, "sparse.vmdk"), sp, 0o644)
+	// A sparse disk with an embedded descriptor.
+	if err := vmdk.Write(context.Background(), filepath.Join(dir, "sparse.vmdk"), bytes.NewReader(make([]byte, 1<<20)), 1<<20, nil,
+		&vmdk.WriteOptions{EncryptionKeys: "vmware:key/list/()"}); err != nil {
+		t.Fatal(err)
+	}
 
 	code, out, e := runCLI(t, "inspect", dir, "--json", "--passphrase-file", passFile(t, "password"))
 	if code != 0 {

@@ -109,6 +109,10 @@ func (h Header) Marshal() []byte {
 	return b
 }
 
+// ErrMACMismatch is a page whose MAC is not the MODEL MAC; it wraps
+// keysafe.ErrCorrupt.
+var ErrMACMismatch = fmt.Errorf("page MAC mismatch: %w", keysafe.ErrCorrupt)
+
 // Error is a problem with a data file, at a byte offset of the file.
 // It wraps keysafe.ErrCorrupt or keysafe.ErrUnsupported.
 type Error struct {
@@ -371,8 +375,8 @@ func (r *Reader) open(st *pageState, pg int64, b []byte) error {
 		sum := pageMAC(st.mac, st.sum[:0], st.idx[:], uint64(pg), iv, ct)
 		if !hmac.Equal(sum[:MACSize], tag) {
 			return &Error{File: r.name, Offset: HeaderSize + pg*PageSize + DataPerPage + IVSize, Field: fmt.Sprintf("page %d MAC", pg),
-				Msg: "mismatch: the data is damaged, or the file uses another MAC than vmcrypt's MODEL of it (the data-file MAC is a modelled format; --ignore-mac skips the check)",
-				Err: keysafe.ErrCorrupt}
+				Msg: "mismatch: the data is damaged, or the file uses another MAC than vmcrypt's MODEL of it (the data-file MAC is a modelled format)",
+				Err: ErrMACMismatch}
 		}
 	}
 	st.cbc.(interface{ SetIV([]byte) }).SetIV(iv)

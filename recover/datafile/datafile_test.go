@@ -146,7 +146,7 @@ func TestFlippedByte(t *testing.T) {
 		if !errors.As(err, &de) || de.File != "vm.nvram" || de.Offset != HeaderSize+pg*PageSize+DataPerPage+IVSize {
 			t.Fatalf("flip at %d: error %#v does not name the file and page %d", at, err, pg)
 		}
-		if !strings.Contains(err.Error(), "--ignore-mac") || !strings.Contains(err.Error(), "modelled") {
+		if !errors.Is(err, ErrMACMismatch) || !strings.Contains(err.Error(), "modelled") {
 			t.Fatalf("error does not explain the modelled MAC: %v", err)
 		}
 		buf := make([]byte, len(p))

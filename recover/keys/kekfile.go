@@ -2,6 +2,7 @@ package keys
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -211,15 +212,12 @@ func (kf *KEKFile) add(e kekEntry) error {
 // Name says where the keys came from.
 func (kf *KEKFile) Name() string { return kf.name }
 
-// Passphrase: a KEK file holds no passphrase.
-func (kf *KEKFile) Passphrase() ([]byte, bool) { return nil, false }
-
 // Len returns the number of keys held.
 func (kf *KEKFile) Len() int { return len(kf.entries) }
 
 // KEK returns a copy of the key for (provider, keyID), or a
 // *keysafe.KeyNotFoundError.
-func (kf *KEKFile) KEK(provider, keyID string) ([]byte, error) {
+func (kf *KEKFile) KEK(_ context.Context, provider, keyID string) ([]byte, error) {
 	var other string
 	for _, e := range kf.entries {
 		if !sameKeyID(e.keyID, keyID) && !folderNameMatches(e, keyID) {

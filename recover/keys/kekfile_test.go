@@ -2,6 +2,7 @@ package keys
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
@@ -48,7 +49,7 @@ func TestKEKFileJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, err := one.KEK("kms", "A4E7494F-DA55-4917-9D90-560C5078866B"); err != nil || !bytes.Equal(got, k1) {
+	if got, err := one.KEK(context.Background(), "kms", "A4E7494F-DA55-4917-9D90-560C5078866B"); err != nil || !bytes.Equal(got, k1) {
 		t.Fatalf("case-insensitive provider and UUID: %v", err)
 	}
 	kf, err := OpenKEKFile(list)
@@ -67,7 +68,7 @@ func TestKEKFileJSON(t *testing.T) {
 		{"KMS", "missing-id", nil}, // not held
 	}
 	for _, c := range cases {
-		got, err := kf.KEK(c.provider, c.keyID)
+		got, err := kf.KEK(context.Background(), c.provider, c.keyID)
 		if c.want != nil {
 			if err != nil || !bytes.Equal(got, c.want) {
 				t.Fatalf("%s/%s: %v", c.provider, c.keyID, err)
@@ -80,9 +81,9 @@ func TestKEKFileJSON(t *testing.T) {
 		}
 	}
 	// The returned key is a copy.
-	got, _ := kf.KEK("vault", "key-2")
+	got, _ := kf.KEK(context.Background(), "vault", "key-2")
 	got[0] ^= 1
-	if again, _ := kf.KEK("vault", "key-2"); !bytes.Equal(again, k2) {
+	if again, _ := kf.KEK(context.Background(), "vault", "key-2"); !bytes.Equal(again, k2) {
 		t.Fatal("KEK returned the internal slice")
 	}
 }
@@ -145,13 +146,13 @@ func TestKEKFolder(t *testing.T) {
 	if kf.Len() != 2 {
 		t.Fatalf("%d keys", kf.Len())
 	}
-	if got, err := kf.KEK("anything", "a4e7494f-da55-4917-9d90-560c5078866b"); err != nil || !bytes.Equal(got, k1) {
+	if got, err := kf.KEK(context.Background(), "anything", "a4e7494f-da55-4917-9d90-560c5078866b"); err != nil || !bytes.Equal(got, k1) {
 		t.Fatal(err)
 	}
-	if got, err := kf.KEK("local", nkpID); err != nil || !bytes.Equal(got, k2) {
+	if got, err := kf.KEK(context.Background(), "local", nkpID); err != nil || !bytes.Equal(got, k2) {
 		t.Fatal(err)
 	}
-	if _, err := kf.KEK("KMS", "other"); !errors.Is(err, keysafe.ErrKeyNotFound) {
+	if _, err := kf.KEK(context.Background(), "KMS", "other"); !errors.Is(err, keysafe.ErrKeyNotFound) {
 		t.Fatal(err)
 	}
 	// The same key id stored raw and escaped, with different bytes: which
@@ -194,16 +195,16 @@ func TestResolverWithKEKFile(t *testing.T) {
 		}
 		return kf
 	}
-	got, op, err := NewResolver(open(other), open(good)).Open(loc)
+	got, op, err := NewResolver(open(other), open(good)).Open(context.Background(), loc)
 	if err != nil || !bytes.Equal(got.Bytes, key.Bytes) || op.Source != "KEK file "+good {
 		t.Fatalf("open: %v %+v", err, op)
 	}
-	_, _, err = NewResolver(open(other)).Open(loc)
+	_, _, err = NewResolver(open(other)).Open(context.Background(), loc)
 	var nf *keysafe.KeyNotFoundError
 	if !errors.As(err, &nf) || nf.KeyID != "a4e7494f-da55-4917-9d90-560c5078866b" || nf.Provider != "KMS" {
 		t.Fatalf("missing entry: %v", err)
 	}
-	if _, _, err := NewResolver(open(wrong)).Open(loc); !errors.Is(err, keysafe.ErrWrongKey) {
+	if _, _, err := NewResolver(open(wrong)).Open(context.Background(), loc); !errors.Is(err, keysafe.ErrWrongKey) {
 		t.Fatalf("wrong KEK bytes: %v", err)
 	}
 }
@@ -224,7 +225,7 @@ func FuzzKEKJSON(f *testing.F) {
 			return
 		}
 		for _, e := range kf.entries {
-			got, err := kf.KEK(e.provider, e.keyID)
+			got, err := kf.KEK(context.Background(), e.provider, e.keyID)
 			if err != nil || len(got) != KEKLen {
 				t.Fatalf("entry %s: %v", e.where, err)
 			}
@@ -246,7 +247,7 @@ func TestResolverHintFromSource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, _, err = NewResolver(kf).Open(keysafe.NewList(p))
+	_, _, err = NewResolver(kf).Open(context.Background(), keysafe.NewList(p))
 	var nf *keysafe.KeyNotFoundError
 	if !errors.As(err, &nf) {
 		t.Fatalf("want a KeyNotFoundError, got %v", err)

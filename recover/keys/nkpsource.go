@@ -1,6 +1,7 @@
 package keys
 
 import (
+	"context"
 	"fmt"
 	"os"
 
@@ -63,9 +64,6 @@ func NewNKPSource(name string, kdks []nkp.KDK) *NKPBackup {
 // Name says where the keys came from.
 func (s *NKPBackup) Name() string { return s.name }
 
-// Passphrase: an NKP backup holds no passphrase.
-func (s *NKPBackup) Passphrase() ([]byte, bool) { return nil, false }
-
 // KDKs returns the KDKs of the backup (ids and provider names; the keys
 // are secret).
 func (s *NKPBackup) KDKs() []nkp.KDK { return s.kdks }
@@ -80,7 +78,7 @@ func (s *NKPBackup) KDKIDs() []nkp.UUID {
 }
 
 // KEK unwraps the KEK that an NKP key id carries.
-func (s *NKPBackup) KEK(provider, keyID string) ([]byte, error) {
+func (s *NKPBackup) KEK(_ context.Context, provider, keyID string) ([]byte, error) {
 	kid, err := nkp.ParseKeyIDString(keyID)
 	if err != nil {
 		return nil, &keysafe.KeyNotFoundError{Provider: provider, KeyID: keyID}

@@ -2,6 +2,7 @@ package keys
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"errors"
 	"os"
@@ -71,13 +72,13 @@ func TestNKPSource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, op, err := NewResolver(otherSrc, src).Open(loc)
+	got, op, err := NewResolver(otherSrc, src).Open(context.Background(), loc)
 	if err != nil || !bytes.Equal(got.Bytes, key.Bytes) || op.Source != src.Name() {
 		t.Fatalf("open: %v %+v", err, op)
 	}
 
 	// The other backup: not found, and the hint names the KDK needed.
-	_, _, err = NewResolver(otherSrc).Open(loc)
+	_, _, err = NewResolver(otherSrc).Open(context.Background(), loc)
 	var nf *keysafe.KeyNotFoundError
 	if !errors.As(err, &nf) || nf.KeyID != kid.String() || !strings.Contains(nf.Hint, kdk.ID.String()) {
 		t.Fatalf("other KDK: %v", err)
@@ -97,7 +98,7 @@ func TestNKPSource(t *testing.T) {
 
 	// Key ids the backup cannot hold: not found.
 	for _, id := range []string{"a4e7494f-da55-4917-9d90-560c5078866b", "", "AAAA"} {
-		if _, err := src.KEK("KMS", id); !errors.As(err, &nf) || nf.KeyID != id {
+		if _, err := src.KEK(context.Background(), "KMS", id); !errors.As(err, &nf) || nf.KeyID != id {
 			t.Fatalf("%q: %v", id, err)
 		}
 	}
@@ -106,10 +107,10 @@ func TestNKPSource(t *testing.T) {
 	b := kid.Bytes()
 	b[0x40] ^= 1
 	bad, _ := nkp.ParseKeyID(b)
-	if _, err := src.KEK("local", bad.String()); !errors.Is(err, keysafe.ErrCorrupt) {
+	if _, err := src.KEK(context.Background(), "local", bad.String()); !errors.Is(err, keysafe.ErrCorrupt) {
 		t.Fatalf("damaged key id: %v", err)
 	}
-	if got, err := src.KEK("any-provider-name", kid.String()); err != nil || !bytes.Equal(got, kek) {
+	if got, err := src.KEK(context.Background(), "any-provider-name", kid.String()); err != nil || !bytes.Equal(got, kek) {
 		t.Fatalf("provider must not matter: %v", err)
 	}
 	// Another backup holding a different key under the same KDK id: the
@@ -130,11 +131,11 @@ func TestNKPSource(t *testing.T) {
 		t.Fatalf("both sources are named %q", clash.Name())
 	}
 	for _, order := range [][]Source{{clash, src}, {src, clash}} {
-		if got, op, err := NewResolver(order...).Open(loc); err != nil || !bytes.Equal(got.Bytes, key.Bytes) || op.Source != src.Name() {
+		if got, op, err := NewResolver(order...).Open(context.Background(), loc); err != nil || !bytes.Equal(got.Bytes, key.Bytes) || op.Source != src.Name() {
 			t.Fatalf("%s first: %v %+v", order[0].Name(), err, op)
 		}
 	}
-	_, _, err = NewResolver(clash).Open(loc)
+	_, _, err = NewResolver(clash).Open(context.Background(), loc)
 	if !errors.Is(err, keysafe.ErrCorrupt) || strings.Count(err.Error(), clash.Name()) != 1 {
 		t.Fatalf("clashing KDK alone: %v", err)
 	}

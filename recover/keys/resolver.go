@@ -1,6 +1,7 @@
 package keys
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -78,7 +79,7 @@ func (r *Resolver) phraseKEK(pp *keysafe.PhraseParams, pass []byte) ([]byte, err
 func (r *Resolver) passphrases() int {
 	n := 0
 	for _, s := range r.srcs {
-		if _, ok := s.Passphrase(); ok {
+		if _, ok := s.(PassphraseSource); ok {
 			n++
 		}
 	}
@@ -96,7 +97,7 @@ func (r *Resolver) passphrases() int {
 // When nothing opens: the first ErrCorrupt of a source, else ErrWrongKey if
 // some source held a candidate that failed the MAC; otherwise a *keysafe.KeyNotFoundError naming the first
 // locker's provider and key id (provider "passphrase" for a phrase locker).
-func (r *Resolver) Open(l *keysafe.Locator) (*keysafe.Key, Opened, error) {
+func (r *Resolver) Open(ctx context.Context, l *keysafe.Locator) (*keysafe.Key, Opened, error) {
 	if l == nil {
 		return nil, Opened{}, fmt.Errorf("no key locator: %w", keysafe.ErrCorrupt)
 	}
@@ -145,11 +146,14 @@ func (r *Resolver) Open(l *keysafe.Locator) (*keysafe.Key, Opened, error) {
 				return nil, Opened{}, err
 			}
 			for _, s := range r.srcs {
-				pass, ok := s.Passphrase()
+				ps, ok := s.(PassphraseSource)
 				if !ok {
 					continue
 				}
-				kek, err := r.phraseKEK(pp, pass)
+				if err := ctx.Err(); err != nil {
+					return nil, Opened{}, err
+				}
+				kek, err := r.phraseKEK(pp, ps.Passphrase())
 				if err != nil {
 					return nil, Opened{}, fmt.Errorf("%s: %w", s.Name(), err)
 				}
@@ -165,8 +169,12 @@ func (r *Resolver) Open(l *keysafe.Locator) (*keysafe.Key, Opened, error) {
 			}
 		case keysafe.TypeFQID:
 			prov, kid := p.Locker.KeyServerID, p.Locker.KeyID
-			for _, s := range r.srcs {
-				kek, err := s.KEK(prov, kid)
+			for _, src := range r.srcs {
+				s, ok := src.(KEKSource)
+				if !ok {
+					continue
+				}
+				kek, err := s.KEK(ctx, prov, kid)
 				if err != nil {
 					var kn *keysafe.KeyNotFoundError
 					// The first hint a source gives (it holds the key id
@@ -219,9 +227,9 @@ func notFoundFor(pairs []*keysafe.Pair) *keysafe.KeyNotFoundError {
 	for _, p := range pairs {
 		if p.Locker.Type == keysafe.TypeFQID {
 			e := &keysafe.KeyNotFoundError{Provider: p.Locker.KeyServerID, KeyID: p.Locker.KeyID,
-				Hint: "a KEK file with this key id (--kek) opens it"}
+				Hint: "a KEK file or KMS holding this key id opens it"}
 			if kid, err := nkp.ParseKeyIDString(p.Locker.KeyID); err == nil {
-				e.Hint = "a Native Key Provider key id: the NKP backup of KDK " + kid.KDKID.String() + " (--nkp-backup) opens it"
+				e.Hint = "a Native Key Provider key id: the NKP backup of KDK " + kid.KDKID.String() + " opens it"
 			}
 			return e
 		}
@@ -229,7 +237,7 @@ func notFoundFor(pairs []*keysafe.Pair) *keysafe.KeyNotFoundError {
 	for _, p := range pairs {
 		if p.Locker.Type == keysafe.TypePhrase {
 			return &keysafe.KeyNotFoundError{Provider: "passphrase", KeyID: p.Locker.UniqueID,
-				Hint: "the VM is locked by a passphrase (--passphrase-file)"}
+				Hint: "the VM is locked by a passphrase"}
 		}
 	}
 	return &keysafe.KeyNotFoundError{Provider: "unknown", KeyID: "unknown"}

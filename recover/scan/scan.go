@@ -23,6 +23,7 @@ package scan
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -35,8 +36,9 @@ import (
 
 	"github.com/vmcrypt/vmcrypt/nkp"
 	"github.com/vmcrypt/vmcrypt/recover/datafile"
+	"github.com/vmcrypt/vmcrypt/recover/vm"
 	"github.com/vmcrypt/vmcrypt/vmdk"
-	"github.com/vmcrypt/vmcrypt/vmx"
+	"github.com/vmcrypt/vmcrypt/vmdk/outfile"
 	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
 )
 
@@ -55,6 +57,9 @@ const (
 	Plain     Status = "plain"     // not encrypted, nothing found that exposes guest data
 	Exposed   Status = "exposed"   // guest data readable without a key
 	Error     Status = "unreadable"
+	// Unknown: not encrypted by VMware, but nothing in it is recognised
+	// (random-looking bytes where a plain file would have structure).
+	Unknown Status = "unknown"
 )
 
 // File kinds.
@@ -67,7 +72,16 @@ const (
 	KindMemory   = "memory"   // .vmem
 	KindSnapshot = "snapshot" // .vmsn, .vmss: snapshot or suspend state
 	KindOther    = "other"    // .vmsd, .vmxf
+	// KindImage is a file of another name that holds a disk image by its
+	// content (a partition table or file system): a recovered .img/.raw.
+	KindImage = "disk image"
+	// KindStaging is a leftover temporary of an interrupted vmcrypt run
+	// (it may hold decrypted data).
+	KindStaging = "vmcrypt temporary"
 )
+
+// minImageSize is the smallest file probed as a disk image by content.
+const minImageSize = 64 << 10
 
 // kinds maps file extensions to kinds; other files are not reported.
 var kinds = map[string]string{
@@ -131,6 +145,8 @@ type Summary struct {
 	Files      map[Status]int `json:"files"`
 	Keys       []KeyUse       `json:"keys,omitempty"`
 	Truncated  bool           `json:"truncated,omitempty"` // MaxFiles reached
+	// UnreadableFolders counts the folders that could not be read.
+	UnreadableFolders int `json:"unreadableFolders,omitempty"`
 }
 
 // KeyUse is a key and how many VMs need it.
@@ -147,6 +163,9 @@ type Report struct {
 	// KeyMaterial lists files of the tree that hold keys (NKP backups,
 	// KEK files): stored beside the VMs, they undo the encryption.
 	KeyMaterial []KeyMaterial `json:"keyMaterial,omitempty"`
+	// Unreadable lists the folders that could not be read ("path: why"):
+	// what they hold was not scanned.
+	Unreadable []string `json:"unreadableFolders,omitempty"`
 }
 
 // Scan walks root (a datastore copy, a VM folder, or one file) without
@@ -176,7 +195,21 @@ func Scan(root string) (*Report, error) {
 		root = walkRoot
 		err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
-				return nil // unreadable folder: skip it, keep scanning
+				// An unreadable folder: say so, keep scanning.
+				rep.Unreadable = append(rep.Unreadable, relTo(root, p)+": "+err.Error())
+				return nil
+			}
+			if outfile.IsTemp(d.Name()) || strings.HasPrefix(d.Name(), ".vmcrypt-recover-") {
+				// A leftover of an interrupted run: decrypted data, maybe.
+				if n++; n > MaxFiles {
+					rep.Summary.Truncated = true
+					return filepath.SkipAll
+				}
+				byDir[filepath.Dir(p)] = append(byDir[filepath.Dir(p)], d.Name())
+				if d.IsDir() {
+					return fs.SkipDir
+				}
+				return nil
 			}
 			if !d.Type().IsRegular() {
 				return nil
@@ -192,7 +225,10 @@ func Scan(root string) (*Report, error) {
 				return nil
 			}
 			if _, ok := kinds[strings.ToLower(filepath.Ext(p))]; !ok {
-				return nil
+				// Another name: a disk image only by its content.
+				if !maybeImage(p, d) {
+					return nil
+				}
 			}
 			if n++; n > MaxFiles {
 				rep.Summary.Truncated = true
@@ -213,10 +249,18 @@ func Scan(root string) (*Report, error) {
 	for _, d := range dirs {
 		names := byDir[d]
 		sort.Strings(names)
-		rep.VMs = append(rep.VMs, scanDir(root, d, names)...)
+		rep.VMs = append(rep.VMs, scanDir(root, d, names, !st.IsDir())...)
 	}
+	rep.Summary.UnreadableFolders = len(rep.Unreadable)
 	rep.summarise()
 	return rep, nil
+}
+
+// maybeImage says whether a file of another name is worth probing as a
+// disk image: large enough, a whole number of sectors.
+func maybeImage(path string, d fs.DirEntry) bool {
+	fi, err := d.Info()
+	return err == nil && fi.Size() >= minImageSize && fi.Size()%512 == 0
 }
 
 func relTo(root, p string) string {
@@ -228,7 +272,7 @@ func relTo(root, p string) string {
 }
 
 // scanDir reports the VMs of one folder.
-func scanDir(root, dir string, names []string) []VM {
+func scanDir(root, dir string, names []string, single bool) []VM {
 	rel := func(n string) string {
 		r, err := filepath.Rel(root, filepath.Join(dir, n))
 		if err != nil {
@@ -262,6 +306,20 @@ func scanDir(root, dir string, names []string) []VM {
 	for _, n := range names {
 		ext := strings.ToLower(filepath.Ext(n))
 		switch {
+		case outfile.IsTemp(n) || strings.HasPrefix(n, ".vmcrypt-recover-"):
+			files = append(files, File{Path: rel(n), Kind: KindStaging, Status: Exposed,
+				Why: "left by an interrupted vmcrypt run: it may hold decrypted data; delete it (vmcrypt removes it on its next run into this folder)"})
+		case kinds[ext] == "":
+			if f, ok := scanImage(filepath.Join(dir, n), rel(n)); ok {
+				files = append(files, f)
+			} else if single {
+				// The one file the user named: say what it is not.
+				f := File{Path: rel(n), Kind: "other", Status: Unknown, Why: "not a VM file, and no partition table or file system at its start"}
+				if fi, err := os.Stat(filepath.Join(dir, n)); err == nil {
+					f.Size = fi.Size()
+				}
+				files = append(files, f)
+			}
 		case ext == ".vmdk":
 			if isDiskFile(files, rel(n)) {
 				continue
@@ -395,6 +453,11 @@ func keyRefs(ks string) ([]KeyRef, error) {
 	if err != nil {
 		return nil, err
 	}
+	return keyRefsOf(l), nil
+}
+
+// keyRefsOf lists the lockers of a parsed key safe.
+func keyRefsOf(l *keysafe.Locator) []KeyRef {
 	var out []KeyRef
 	for _, p := range l.Pairs() {
 		if p.Locker == nil {
@@ -412,41 +475,30 @@ func keyRefs(ks string) ([]KeyRef, error) {
 		}
 		out = append(out, k)
 	}
-	return out, nil
+	return out
 }
 
-// scanVMX reads a .vmx: encrypted (key safe) or plain.
+// scanVMX reads a .vmx (vm.OpenVM without keys): encrypted (key safe)
+// or plain.
 func scanVMX(path, rel string) (File, string) {
 	f := File{Path: rel, Kind: KindVMX}
-	fh, err := os.Open(path)
+	if fi, err := os.Stat(path); err == nil {
+		f.Size = fi.Size()
+	}
+	v, err := vm.OpenVM(context.Background(), path, &vm.Options{Depth: vm.SettingsOnly})
 	if err != nil {
 		return errFile(f, err), ""
 	}
-	defer fh.Close()
-	fi, err := fh.Stat()
-	if err != nil {
-		return errFile(f, err), ""
-	}
-	f.Size = fi.Size()
-	v, err := vmx.Parse(fh, fi.Size())
-	if err != nil {
-		return errFile(f, err), ""
-	}
-	name, _ := v.Get("displayName")
-	ks, _, ok, err := v.Encryption()
-	if err != nil {
-		return errFile(f, err), name
-	}
-	if !ok {
+	defer v.Close()
+	name, _ := v.File.Get("displayName")
+	if !v.Encrypted() {
 		f.Status, f.Why = Plain, "plain configuration (no key safe)"
 		return f, name
 	}
-	if f.Keys, err = keyRefs(ks); err != nil {
-		return errFile(f, err), name
-	}
+	f.Keys = keyRefsOf(v.KeySafe)
 	f.Status = Encrypted
 	f.Why = "key safe + encryption.data; opens with " + describe(f.Keys)
-	if val, ok := v.Get("vtpm.present"); ok && strings.EqualFold(val, "TRUE") {
+	if v.VTPM() {
 		f.Why += "; vTPM present"
 	}
 	return f, name
@@ -465,29 +517,32 @@ func describe(ks []KeyRef) string {
 
 // isDescriptorOrMonolithic reports whether a .vmdk file is a disk (a text
 // descriptor, or a sparse/stream file with an embedded descriptor) rather
-// than an extent file.
+// than an extent file (vmdk.Probe).
 func isDescriptorOrMonolithic(path string) bool {
-	fh, err := os.Open(path)
+	p, err := probePath(path)
 	if err != nil {
-		return false
+		// A damaged header or descriptor: still a disk for the report,
+		// whose open fails with the reason.
+		return true
 	}
-	defer fh.Close()
-	h := make([]byte, 512)
-	n, _ := io.ReadFull(fh, h)
-	h = h[:n]
-	if bytes.HasPrefix(h, []byte("KDMV")) && n >= 44 {
-		descOff := leU64(h[28:])
-		return descOff != 0
-	}
-	return bytes.Contains(h, []byte("# Disk DescriptorFile")) || bytes.Contains(h, []byte("createType"))
+	return p.Disk()
 }
 
-func leU64(b []byte) uint64 {
-	var v uint64
-	for i := 7; i >= 0; i-- {
-		v = v<<8 | uint64(b[i])
+// probePath runs vmdk.Probe on a file (never a FIFO or device).
+func probePath(path string) (*vmdk.Probed, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, err
 	}
-	return v
+	defer fh.Close()
+	fi, err := fh.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file: %w", path, vmdk.ErrUnsupported)
+	}
+	return vmdk.Probe(fh, fi.Size(), path)
 }
 
 // scanDisk reports one disk link (a descriptor or monolithic file). ok is
@@ -635,14 +690,7 @@ func sampleEntropy(l *vmdk.Link, max int64) (float64, int64) {
 	if (err != nil && !errors.Is(err, errStop)) || n == 0 {
 		return 0, 0
 	}
-	h := 0.0
-	for _, c := range counts {
-		if c > 0 {
-			p := float64(c) / float64(n)
-			h -= p * math.Log2(p)
-		}
-	}
-	return h, n
+	return entropy(&counts, n), n
 }
 
 func allGuestEncrypted(s []Signature) bool {
@@ -695,9 +743,7 @@ func scanExtent(dir, name, rel string, owned bool, disk File) File {
 		f.Status, f.Why = disk.Status, "extent of "+disk.Path+" ("+string(disk.Status)+")"
 		return f
 	}
-	h := make([]byte, 4)
-	fh.ReadAt(h, 0)
-	if string(h) == "KDMV" || string(h) == "COWD" || string(h) == "\xff\xee\xdd\xcc" {
+	if pr, err := vmdk.Probe(fh, fi.Size(), name); err == nil && (pr.Kind == vmdk.ProbeSparseExtent || pr.Kind == vmdk.ProbeCOWD || pr.Kind == vmdk.ProbeSESparse) {
 		// A sparse extent alone opens as a disk of its own: look at its
 		// data as at a plain disk's.
 		d, err := vmdk.Open(filepath.Join(dir, name), nil)
@@ -771,6 +817,15 @@ func scanDataFile(path, rel, kind string) File {
 		f.Status, f.Why = Plain, "empty"
 		return f
 	}
+	magic := knownMagic(kind, h)
+	if magic == "" {
+		// No structure of its kind: random bytes are not guest data we
+		// can vouch for; low-entropy bytes are plain content.
+		if e, n := fileEntropy(fh, fi.Size(), 256<<10); n >= 4096 && e >= 7.5 {
+			f.Status, f.Why = Unknown, fmt.Sprintf("not VMware's encrypted container, and no %s structure: random-looking bytes (%.2f bits per byte); not claimed exposed", kindName(kind), e)
+			return f
+		}
+	}
 	f.Status = Exposed
 	switch kind {
 	case KindNVRAM:
@@ -781,11 +836,109 @@ func scanDataFile(path, rel, kind string) File {
 		f.Why = "plain memory image: guest RAM readable without a key"
 	case KindSnapshot:
 		f.Why = "plain snapshot state: guest memory and device state readable without a key"
-		if bytes.HasPrefix(h, []byte{0xd2, 0xbe, 0xd2, 0xbe}) {
-			f.Why = "plain snapshot state (d2bed2be): guest memory and device state readable without a key"
-		}
+	default:
+		f.Why = "plain data readable without a key"
+	}
+	if magic != "" {
+		f.Why += " (" + magic + ")"
 	}
 	return f
+}
+
+// knownMagic names the structure a plain data file of kind starts with,
+// or "" (docs/formats.md §9, §13).
+func knownMagic(kind string, h []byte) string {
+	switch kind {
+	case KindSnapshot:
+		for _, m := range [][]byte{{0xd2, 0xbe, 0xd2, 0xbe}, {0xd0, 0xbe, 0xd2, 0xbe}, {0xd1, 0xba, 0xd1, 0xba}, {0xd3, 0xbe, 0xd3, 0xbe}} {
+			if bytes.HasPrefix(h, m) {
+				return fmt.Sprintf("checkpoint magic %x", m)
+			}
+		}
+	case KindNVRAM:
+		if bytes.HasPrefix(h, []byte("MRVN")) {
+			return "NVRAM magic MRVN"
+		}
+	case KindMemory:
+		if len(h) >= 16 {
+			le := func(o int) uint32 { return uint32(h[o]) | uint32(h[o+1])<<8 | uint32(h[o+2])<<16 | uint32(h[o+3])<<24 }
+			if u, c := le(0), le(8); u > 0 && u <= 4<<20 && c > 0 && c <= u && le(4) == 0 && le(12) == 0 {
+				return "compressed memory block header"
+			}
+		}
+	}
+	return ""
+}
+
+func kindName(kind string) string {
+	if kind == "" {
+		return "known"
+	}
+	return kind
+}
+
+// fileEntropy samples up to max bytes of f (skipping all-zero sectors) and
+// returns the Shannon entropy in bits per byte and the bytes sampled.
+func fileEntropy(f io.ReaderAt, size, max int64) (float64, int64) {
+	var counts [256]int64
+	var n int64
+	sec := make([]byte, 4096)
+	for off := int64(0); off < size && n < max; off += int64(len(sec)) {
+		k, _ := f.ReadAt(sec, off)
+		if k == 0 {
+			break
+		}
+		b := sec[:k]
+		if allZero(b) {
+			continue
+		}
+		for _, c := range b {
+			counts[c]++
+		}
+		n += int64(k)
+	}
+	return entropy(&counts, n), n
+}
+
+// entropy is the Shannon entropy of a byte histogram.
+func entropy(counts *[256]int64, n int64) float64 {
+	if n == 0 {
+		return 0
+	}
+	h := 0.0
+	for _, c := range counts {
+		if c > 0 {
+			p := float64(c) / float64(n)
+			h -= p * math.Log2(p)
+		}
+	}
+	return h
+}
+
+// scanImage reports a file of another name (.img, .raw, anything) that
+// holds a disk image by content: a partition table or a file system at its
+// start. ok is false for everything else (it is not reported).
+func scanImage(path, rel string) (File, bool) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return File{}, false
+	}
+	defer fh.Close()
+	fi, err := fh.Stat()
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() < minImageSize {
+		return File{}, false
+	}
+	sigs, err := Detect(fh, fi.Size())
+	if err != nil || len(sigs) == 0 {
+		return File{}, false
+	}
+	f := File{Path: rel, Kind: KindImage, Size: fi.Size(), Signatures: sigs}
+	if allGuestEncrypted(sigs) {
+		f.Status, f.Why = Plain, "a disk image whose content is encrypted inside the guest ("+sigNames(sigs)+")"
+	} else {
+		f.Status, f.Why = Exposed, "a plain disk image (a recovered copy?): "+sigNames(sigs)+" readable without a key"
+	}
+	return f, true
 }
 
 // descriptorOnly reports a disk whose chain does not open from its
@@ -812,34 +965,8 @@ func descriptorOnly(f File, path string, openErr error) File {
 }
 
 // readDescriptor reads the descriptor of a text descriptor file or of a
-// sparse file with an embedded one, at most vmdk.MaxDescriptorSize bytes.
-func readDescriptor(path string) (*vmdk.Descriptor, error) {
-	fh, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer fh.Close()
-	h := make([]byte, 512)
-	n, _ := io.ReadFull(fh, h)
-	off, size := int64(0), int64(vmdk.MaxDescriptorSize)
-	if n >= 44 && bytes.HasPrefix(h, []byte("KDMV")) {
-		o, sz := leU64(h[28:]), leU64(h[36:])
-		if o == 0 || sz == 0 || sz > vmdk.MaxDescriptorSize/512 || o > 1<<40 {
-			return nil, fmt.Errorf("no usable embedded descriptor: %w", vmdk.ErrCorrupt)
-		}
-		off, size = int64(o)*512, int64(sz)*512
-	}
-	b := make([]byte, size)
-	n, err = fh.ReadAt(b, off)
-	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, err
-	}
-	b = b[:n]
-	if i := bytes.IndexByte(b, 0); i >= 0 {
-		b = b[:i]
-	}
-	return vmdk.ParseDescriptor(b, path)
-}
+// sparse file with an embedded one (vmdk.ReadDescriptor).
+func readDescriptor(path string) (*vmdk.Descriptor, error) { return vmdk.ReadDescriptor(path) }
 
 func errFile(f File, err error) File {
 	f.Status, f.Error = Error, err.Error()

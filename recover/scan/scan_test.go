@@ -2,6 +2,7 @@ package scan
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"io"
@@ -68,7 +69,7 @@ func writeDisk(t *testing.T, path string, d fixtures.Disk, o *vmdk.WriteOptions)
 	for _, a := range d.Allocated() {
 		runs = append(runs, vmdk.Run{Off: a[0], Len: a[1], State: vmdk.Data})
 	}
-	if err := vmdk.Write(path, d, d.Size(), runs, o); err != nil {
+	if err := vmdk.Write(context.Background(), path, d, d.Size(), runs, o); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -378,7 +379,7 @@ func TestScanReviewCases(t *testing.T) {
 	liar := filepath.Join(t.TempDir(), "liar")
 	os.MkdirAll(liar, 0o755)
 	size := int64(len(text))
-	if err := vmdk.Write(filepath.Join(liar, "liar.vmdk"), bytes.NewReader(text), size, []vmdk.Run{{Off: 0, Len: size, State: vmdk.Data}},
+	if err := vmdk.Write(context.Background(), filepath.Join(liar, "liar.vmdk"), bytes.NewReader(text), size, []vmdk.Run{{Off: 0, Len: size, State: vmdk.Data}},
 		&vmdk.WriteOptions{EncryptionKeys: "vmware:key/list/()", IOFilters: "vmwarevmcrypt"}); err != nil {
 		t.Fatal(err)
 	}
@@ -393,7 +394,7 @@ func TestScanReviewCases(t *testing.T) {
 	rnd := make([]byte, size)
 	fixtures.NewStream(1, "random").Read(rnd)
 	os.Remove(filepath.Join(liar, "liar.vmdk"))
-	if err := vmdk.Write(filepath.Join(liar, "liar.vmdk"), bytes.NewReader(rnd), size, []vmdk.Run{{Off: 0, Len: size, State: vmdk.Data}},
+	if err := vmdk.Write(context.Background(), filepath.Join(liar, "liar.vmdk"), bytes.NewReader(rnd), size, []vmdk.Run{{Off: 0, Len: size, State: vmdk.Data}},
 		&vmdk.WriteOptions{EncryptionKeys: "vmware:key/list/()", IOFilters: "vmwarevmcrypt"}); err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package recover
+package vmdk
 
 import (
 	"bytes"
@@ -10,22 +10,29 @@ import (
 	"hash"
 	"io"
 	"runtime"
+	"sort"
 	"sync"
-
-	"github.com/vmcrypt/vmcrypt/vmdk"
 )
 
-// Pipeline limits.
+// The copy engine: every command that copies a virtual disk (vmdk export
+// to raw, recover's raw images, data files, and the read-back verification
+// of written VMDKs) goes through Copy.
+
+// Copy limits.
 const (
-	// DefaultChunkSize is the unit of work of the copy pipeline.
+	// DefaultChunkSize is the unit of work of Copy: 1 MiB, a whole number
+	// of grains for every grain size vmdk reads.
 	DefaultChunkSize = 1 << 20
 	// MaxChunkSize caps CopyOptions.ChunkSize.
 	MaxChunkSize = 16 << 20
-	// MaxJobs caps CopyOptions.Jobs.
+	// MaxJobs caps CopyOptions.Jobs (and the workers of Write).
 	MaxJobs = 64
 )
 
-// CopyOptions tune Copy.
+// ErrVerify means an output does not read back as its source.
+var ErrVerify = errors.New("verification failed")
+
+// CopyOptions tune Copy and ExportRaw.
 type CopyOptions struct {
 	// Jobs is the number of workers (default: GOMAXPROCS, at most MaxJobs).
 	Jobs int
@@ -34,7 +41,12 @@ type CopyOptions struct {
 	ChunkSize int64
 	// Progress, when set, is called after each chunk with the Data bytes
 	// copied so far and the total; calls are serialised.
-	Progress func(done, total int64)
+	Progress Progress
+	// Hash computes the sha256 of the copied image (holes as zeros), in
+	// order; without it Copy returns a zero sum.
+	Hash bool
+	// Overwrite lets ExportRaw replace an existing file.
+	Overwrite bool
 	// Compare, when set, is read at every chunk too and must hold the same
 	// bytes as src, else Copy fails with an error wrapping ErrVerify
 	// (verification of a written output; dst may then be nil).
@@ -51,7 +63,7 @@ func (o *CopyOptions) norm() (jobs int, chunk int64, err error) {
 		chunk = DefaultChunkSize
 	}
 	if chunk < SectorSize || chunk > MaxChunkSize || chunk%SectorSize != 0 {
-		return 0, 0, fmt.Errorf("recover: chunk size %d is not a multiple of 512 in 512..%d", chunk, MaxChunkSize)
+		return 0, 0, fmt.Errorf("vmdk: copy: chunk size %d is not a multiple of 512 in 512..%d", chunk, MaxChunkSize)
 	}
 	return jobs, chunk, nil
 }
@@ -63,7 +75,7 @@ type chunk struct{ off, n int64 }
 // of the virtual disk, in order, without building the list (a 62 TiB disk
 // is 62 million chunks).
 type cursor struct {
-	runs  []vmdk.Run
+	runs  []Run
 	csize int64
 	ri    int   // current run
 	off   int64 // next offset in runs[ri]
@@ -74,7 +86,7 @@ type cursor struct {
 func (c *cursor) next() (ch chunk, idx int64, ok bool) {
 	for c.ri < len(c.runs) {
 		r := c.runs[c.ri]
-		if r.State != vmdk.Data || c.off >= r.Off+r.Len {
+		if r.State != Data || c.off >= r.Off+r.Len {
 			c.ri++
 			if c.ri < len(c.runs) {
 				c.off = c.runs[c.ri].Off
@@ -91,12 +103,13 @@ func (c *cursor) next() (ch chunk, idx int64, ok bool) {
 	return chunk{}, 0, false
 }
 
-// Copy copies the plaintext of src (size bytes, allocation map runs) into
-// dst with N workers: each Data chunk is read, written with WriteAt unless
-// it is all zeros, so that holes, Zero runs and zero chunks stay unwritten
-// (dst must read them as zeros: a fresh, truncated file stays sparse).
-// At the same time it computes, in order, the sha256 of all size bytes as
-// dst then holds them (holes counted as zeros) and returns it.
+// Copy copies src (size bytes, allocation map runs) into dst with N
+// workers: each Data chunk is read and written with WriteAt except its
+// all-zero 4 KiB blocks, so that holes, Zero runs and zero blocks stay
+// unwritten (dst must read them as zeros: a fresh, truncated file stays
+// sparse). With Hash it computes at the same time, in order, the sha256 of
+// all size bytes as dst then holds them (holes counted as zeros) and
+// returns it. dst may be nil (verification with Compare, or hashing).
 //
 // Memory is bounded whatever the disk size: 2*Jobs+2 chunk buffers, reused,
 // and as many slots for finished chunks. Ordering: a worker that finishes
@@ -105,7 +118,7 @@ func (c *cursor) next() (ch chunk, idx int64, ok bool) {
 //
 // Cancelling ctx stops the workers after their current chunk and returns
 // ctx.Err().
-func Copy(ctx context.Context, dst io.WriterAt, src io.ReaderAt, size int64, runs []vmdk.Run, opts *CopyOptions) ([sha256.Size]byte, error) {
+func Copy(ctx context.Context, dst io.WriterAt, src io.ReaderAt, size int64, runs []Run, opts *CopyOptions) ([sha256.Size]byte, error) {
 	var sum [sha256.Size]byte
 	if opts == nil {
 		opts = &CopyOptions{}
@@ -116,9 +129,9 @@ func Copy(ctx context.Context, dst io.WriterAt, src io.ReaderAt, size int64, run
 	}
 	var total int64
 	for _, r := range runs {
-		if r.State == vmdk.Data {
+		if r.State == Data {
 			if r.Off < 0 || r.Len < 0 || r.Off+r.Len > size {
-				return sum, fmt.Errorf("recover: run %d+%d outside the %d-byte disk", r.Off, r.Len, size)
+				return sum, fmt.Errorf("vmdk: copy: run %d+%d outside the %d-byte disk", r.Off, r.Len, size)
 			}
 			total += r.Len
 		}
@@ -139,9 +152,13 @@ func Copy(ctx context.Context, dst io.WriterAt, src io.ReaderAt, size int64, run
 	defer cancel(nil)
 
 	o := &orderer{
-		h: sha256.New(), ring: make([]slot, nbuf), bufs: bufs,
+		ring: make([]slot, nbuf), bufs: bufs,
 		size: size, total: total, progress: opts.Progress,
 	}
+	if opts.Hash {
+		o.h = sha256.New()
+	}
+	zero := make([]byte, csize)
 	cur := &cursor{runs: runs, csize: csize}
 	if len(runs) > 0 {
 		cur.off = runs[0].Off
@@ -168,7 +185,7 @@ func Copy(ctx context.Context, dst io.WriterAt, src io.ReaderAt, size int64, run
 					return
 				}
 				p := b[:c.n]
-				if err := readFull(src, p, c.off); err != nil {
+				if err := ReadFull(src, p, c.off); err != nil {
 					cancel(err)
 					bufs <- b
 					return
@@ -176,7 +193,7 @@ func Copy(ctx context.Context, dst io.WriterAt, src io.ReaderAt, size int64, run
 				if opts.Compare != nil {
 					cb := <-cmpBufs
 					q := cb[:c.n]
-					err := readFull(opts.Compare, q, c.off)
+					err := ReadFull(opts.Compare, q, c.off)
 					same := err == nil && bytes.Equal(p, q)
 					cmpBufs <- cb
 					if !same {
@@ -190,8 +207,8 @@ func Copy(ctx context.Context, dst io.WriterAt, src io.ReaderAt, size int64, run
 						return
 					}
 				}
-				if dst != nil && !allZero(p) {
-					if _, err := dst.WriteAt(p, c.off); err != nil {
+				if dst != nil {
+					if err := writeNonZero(dst, p, c.off, zero); err != nil {
 						cancel(fmt.Errorf("writing at offset %d: %w", c.off, err))
 						bufs <- b
 						return
@@ -207,10 +224,12 @@ func Copy(ctx context.Context, dst io.WriterAt, src io.ReaderAt, size int64, run
 		return sum, err
 	}
 	if o.next != cur.n {
-		return sum, errors.New("recover: internal error: copy ended early")
+		return sum, errors.New("vmdk: copy: internal error: copy ended early")
 	}
-	hashZeros(o.h, size-o.hashed)
-	o.h.Sum(sum[:0])
+	if o.h != nil {
+		hashZeros(o.h, size-o.hashed)
+		o.h.Sum(sum[:0])
+	}
 	return sum, nil
 }
 
@@ -224,16 +243,16 @@ type slot struct {
 // orderer hashes finished chunks in order.
 type orderer struct {
 	mu       sync.Mutex
-	h        hash.Hash
-	ring     []slot // chunk i lives in ring[i % len(ring)]
-	next     int64  // lowest unhashed chunk
-	hashing  bool   // a worker is hashing
-	hashed   int64  // bytes hashed so far (virtual offset)
+	h        hash.Hash // nil: no hash
+	ring     []slot    // chunk i lives in ring[i % len(ring)]
+	next     int64     // lowest unhashed chunk
+	hashing  bool      // a worker is hashing
+	hashed   int64     // bytes hashed so far (virtual offset)
 	bufs     chan []byte
 	size     int64
 	total    int64
 	copied   int64
-	progress func(done, total int64)
+	progress Progress
 }
 
 // done records chunk i (c, data p) as finished and, unless another worker
@@ -256,8 +275,10 @@ func (o *orderer) done(i int64, c chunk, p []byte) {
 		o.ring[o.next%n] = slot{}
 		o.next++
 		o.mu.Unlock()
-		hashZeros(o.h, s.c.off-o.hashed)
-		o.h.Write(s.b)
+		if o.h != nil {
+			hashZeros(o.h, s.c.off-o.hashed)
+			o.h.Write(s.b)
+		}
 		o.hashed = s.c.off + s.c.n
 		o.bufs <- s.b[:cap(s.b)]
 		o.mu.Lock()
@@ -277,15 +298,17 @@ func hashZeros(h hash.Hash, n int64) {
 	}
 }
 
-// allZero reports whether p holds only zero bytes.
-func allZero(p []byte) bool {
-	for len(p) >= 8 {
-		if binary.LittleEndian.Uint64(p) != 0 {
+// AllZero reports whether b holds only zero bytes.
+func AllZero(b []byte) bool {
+	for len(b) >= 64 {
+		le := binary.LittleEndian
+		if le.Uint64(b)|le.Uint64(b[8:])|le.Uint64(b[16:])|le.Uint64(b[24:])|
+			le.Uint64(b[32:])|le.Uint64(b[40:])|le.Uint64(b[48:])|le.Uint64(b[56:]) != 0 {
 			return false
 		}
-		p = p[8:]
+		b = b[64:]
 	}
-	for _, c := range p {
+	for _, c := range b {
 		if c != 0 {
 			return false
 		}
@@ -293,8 +316,9 @@ func allZero(p []byte) bool {
 	return true
 }
 
-// readFull reads exactly len(p) bytes at off; a short read is an error.
-func readFull(r io.ReaderAt, p []byte, off int64) error {
+// ReadFull reads exactly len(p) bytes at off; a short read is an error
+// (io.ErrUnexpectedEOF when the reader gave none).
+func ReadFull(r io.ReaderAt, p []byte, off int64) error {
 	n, err := r.ReadAt(p, off)
 	if n == len(p) {
 		return nil
@@ -303,4 +327,24 @@ func readFull(r io.ReaderAt, p []byte, off int64) error {
 		err = io.ErrUnexpectedEOF
 	}
 	return err
+}
+
+// Progress receives the bytes done so far and the total of one operation;
+// calls are serialised.
+type Progress func(done, total int64)
+
+// UnionRuns returns Data runs covering every byte either map allocates
+// (Data or Zero): what a comparison of two images must read.
+func UnionRuns(a, b []Run) []Run {
+	all := append(append([]Run(nil), a...), b...)
+	sort.Slice(all, func(i, j int) bool { return all[i].Off < all[j].Off })
+	var out []Run
+	for _, r := range all {
+		if n := len(out); n > 0 && out[n-1].Off+out[n-1].Len >= r.Off {
+			out[n-1].Len = max(out[n-1].Off+out[n-1].Len, r.Off+r.Len) - out[n-1].Off
+			continue
+		}
+		out = append(out, Run{Off: r.Off, Len: r.Len, State: Data})
+	}
+	return out
 }

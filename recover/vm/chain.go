@@ -1,9 +1,8 @@
-package recover
+package vm
 
 import (
-	"errors"
+	"context"
 	"fmt"
-	"strings"
 
 	"github.com/vmcrypt/vmcrypt/recover/keys"
 	"github.com/vmcrypt/vmcrypt/recover/xts"
@@ -19,14 +18,14 @@ type LinkKey struct {
 	Locker    string `json:"locker,omitempty"`     // e.g. "phrase", "fqid provider/keyId"
 	Source    string `json:"source,omitempty"`     // key source that opened it
 	Cipher    string `json:"cipher,omitempty"`     // XTS-AES-256
-	Modelled  bool   `json:"modelled,omitempty"`   // data decrypted through the MODEL of FORMATS.md §8
+	Modelled  bool   `json:"modelled,omitempty"`   // data decrypted through the MODEL of docs/formats.md §8
 	SubFormat string `json:"createType,omitempty"` // the link's createType
 }
 
 // OpenedDisk is a disk chain with the key of every encrypted link opened.
 type OpenedDisk struct {
 	VMDK  *vmdk.Disk // the chain as stored
-	Plain *Disk      // the decrypted chain (the whole chain applied)
+	Plain *PlainDisk // the decrypted chain (the whole chain applied)
 	Links []LinkKey  // top first
 
 	ciphers []SectorCipher
@@ -41,12 +40,12 @@ func (o *OpenedDisk) Close() error { return o.VMDK.Close() }
 // that is marked encrypted (ddb.iofilters) without encryptionKeys is
 // corrupt. r may be nil for a chain with no encrypted link. Nothing is
 // decrypted yet.
-func OpenDisk(path string, r *keys.Resolver, opts *vmdk.OpenOptions) (*OpenedDisk, error) {
+func OpenDisk(ctx context.Context, path string, r *keys.Resolver, opts *vmdk.OpenOptions) (*OpenedDisk, error) {
 	d, err := vmdk.Open(path, opts)
 	if err != nil {
 		return nil, err
 	}
-	od, err := openChain(d, r)
+	od, err := openChain(ctx, d, r)
 	if err != nil {
 		d.Close()
 		return nil, err
@@ -54,7 +53,7 @@ func OpenDisk(path string, r *keys.Resolver, opts *vmdk.OpenOptions) (*OpenedDis
 	return od, nil
 }
 
-func openChain(d *vmdk.Disk, r *keys.Resolver) (*OpenedDisk, error) {
+func openChain(ctx context.Context, d *vmdk.Disk, r *keys.Resolver) (*OpenedDisk, error) {
 	links := d.Links()
 	od := &OpenedDisk{VMDK: d, ciphers: make([]SectorCipher, len(links)), runs: make([][]vmdk.Run, len(links))}
 	for i, l := range links {
@@ -71,7 +70,7 @@ func openChain(d *vmdk.Disk, r *keys.Resolver) (*OpenedDisk, error) {
 			if r == nil {
 				r = keys.NewResolver()
 			}
-			k, opened, err := r.Open(loc)
+			k, opened, err := r.Open(ctx, loc)
 			if err != nil {
 				return nil, fmt.Errorf("%s: disk key: %w", l.Path, err)
 			}
@@ -96,7 +95,7 @@ func openChain(d *vmdk.Disk, r *keys.Resolver) (*OpenedDisk, error) {
 	if err != nil {
 		return nil, err
 	}
-	plain, err := NewDisk(&chainAdapter{d: d, runs: runs}, od.ciphers, links[0].Path)
+	plain, err := NewPlainDisk(&chainAdapter{d: d, runs: runs}, od.ciphers, links[0].Path)
 	if err != nil {
 		return nil, err
 	}
@@ -118,11 +117,11 @@ func (o *OpenedDisk) Encrypted() bool {
 // from that link down) and that link's own allocation map, expanded to
 // whole grains of grain bytes (0: not expanded), for writing the link as a
 // delta of its own.
-func (o *OpenedDisk) LinkView(level int, grain int64) (*Disk, []vmdk.Run, error) {
+func (o *OpenedDisk) LinkView(level int, grain int64) (*PlainDisk, []vmdk.Run, error) {
 	links := o.VMDK.Links()
 	sub := &subChain{d: o.VMDK, from: level, size: links[level].Size()}
 	sub.runs = mergeLevels(o.runs[level:], level, sub.size)
-	v, err := NewDisk(sub, o.ciphers[level:], links[level].Path)
+	v, err := NewPlainDisk(sub, o.ciphers[level:], links[level].Path)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -143,7 +142,7 @@ func (c *chainAdapter) Size() int64      { return c.d.Size() }
 func (c *chainAdapter) Runs() []vmdk.Run { return c.runs }
 func (c *chainAdapter) Levels() int      { return len(c.d.Links()) }
 func (c *chainAdapter) ReadLevel(level int, p []byte, off int64) error {
-	return readFull(c.d.Links()[level], p, off)
+	return vmdk.ReadFull(c.d.Links()[level], p, off)
 }
 
 // subChain is the chain from link `from` down; its levels count from 0.
@@ -158,7 +157,7 @@ func (c *subChain) Size() int64      { return c.size }
 func (c *subChain) Runs() []vmdk.Run { return c.runs }
 func (c *subChain) Levels() int      { return len(c.d.Links()) - c.from }
 func (c *subChain) ReadLevel(level int, p []byte, off int64) error {
-	return readFull(c.d.Links()[c.from+level], p, off)
+	return vmdk.ReadFull(c.d.Links()[c.from+level], p, off)
 }
 
 // mergeLevels merges per-link allocation maps (top first, absolute levels
@@ -268,22 +267,16 @@ func expandRuns(runs []vmdk.Run, grain, size int64) []vmdk.Run {
 	return out
 }
 
-// isKeyError reports the errors that mean "cannot open", as opposed to
-// damaged input.
-func isKeyError(err error) bool {
-	return errors.Is(err, keysafe.ErrWrongKey) || errors.Is(err, keysafe.ErrKeyNotFound)
-}
-
-// writableSubformat maps a link's createType to a subformat vmdk.Write
-// produces; deltas and anything else become monolithicSparse.
-func writableSubformat(createType string, delta bool) string {
-	for _, s := range []string{vmdk.SubformatMonolithicSparse, vmdk.SubformatMonolithicFlat, vmdk.SubformatStreamOptimized, vmdk.SubformatTwoGbMaxExtentSparse} {
-		if strings.EqualFold(createType, s) {
-			if delta && (s == vmdk.SubformatMonolithicFlat || s == vmdk.SubformatStreamOptimized) {
-				return vmdk.SubformatMonolithicSparse
+// StoredBytes is the number of Data bytes the links store, each link
+// counted (what a copy that keeps the chain writes).
+func (o *OpenedDisk) StoredBytes() int64 {
+	var n int64
+	for _, runs := range o.runs {
+		for _, r := range runs {
+			if r.State == vmdk.Data {
+				n += r.Len
 			}
-			return s
 		}
 	}
-	return vmdk.SubformatMonolithicSparse
+	return n
 }

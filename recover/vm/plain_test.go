@@ -1,4 +1,4 @@
-package recover
+package vm
 
 import (
 	"bytes"
@@ -117,7 +117,7 @@ func buildChain(t testing.TB, size int64, baseEncrypted bool) (*memChain, []Sect
 func TestDiskReadAt(t *testing.T) {
 	for _, baseEnc := range []bool{true, false} {
 		c, ciphers, want := buildChain(t, 1<<20, baseEnc)
-		d, err := NewDisk(c, ciphers, "test.vmdk")
+		d, err := NewPlainDisk(c, ciphers, "test.vmdk")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -141,7 +141,7 @@ func TestDiskReadAt(t *testing.T) {
 func TestDiskWrongKeyDiffers(t *testing.T) {
 	c, ciphers, want := buildChain(t, 1<<20, true)
 	ciphers[0] = newXTS(t, 9)
-	d, _ := NewDisk(c, ciphers, "x")
+	d, _ := NewPlainDisk(c, ciphers, "x")
 	got := make([]byte, len(want))
 	d.ReadAt(got, 0)
 	if bytes.Equal(got, want) {
@@ -151,7 +151,7 @@ func TestDiskWrongKeyDiffers(t *testing.T) {
 
 func TestCopy(t *testing.T) {
 	c, ciphers, want := buildChain(t, 4<<20, true)
-	d, err := NewDisk(c, ciphers, "test.vmdk")
+	d, err := NewPlainDisk(c, ciphers, "test.vmdk")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +165,7 @@ func TestCopy(t *testing.T) {
 			}
 			f.Truncate(d.Size())
 			var calls, last int64
-			sum, err := Copy(context.Background(), f, d, d.Size(), d.Runs(), &CopyOptions{Jobs: jobs, ChunkSize: cs,
+			sum, err := vmdk.Copy(context.Background(), f, d, d.Size(), d.Runs(), &vmdk.CopyOptions{Hash: true, Jobs: jobs, ChunkSize: cs,
 				Progress: func(done, total int64) { calls++; last = done; _ = total }})
 			f.Close()
 			if err != nil {
@@ -188,9 +188,9 @@ func TestCopy(t *testing.T) {
 // A cancel from the progress callback stops the copy with ctx's error.
 func TestCopyCancel(t *testing.T) {
 	c, ciphers, _ := buildChain(t, 8<<20, true)
-	d, _ := NewDisk(c, ciphers, "x")
+	d, _ := NewPlainDisk(c, ciphers, "x")
 	ctx, cancel := context.WithCancel(context.Background())
-	_, err := Copy(ctx, discardAt{}, d, d.Size(), d.Runs(), &CopyOptions{Jobs: 2, ChunkSize: 64 << 10,
+	_, err := vmdk.Copy(ctx, discardAt{}, d, d.Size(), d.Runs(), &vmdk.CopyOptions{Hash: true, Jobs: 2, ChunkSize: 64 << 10,
 		Progress: func(done, total int64) {
 			if done > total/2 {
 				cancel()
@@ -210,8 +210,8 @@ func TestCopyReadError(t *testing.T) {
 		}
 		return len(p), nil
 	})
-	_, err := Copy(context.Background(), discardAt{}, src, 1<<20,
-		[]vmdk.Run{{Off: 0, Len: 1 << 20, State: vmdk.Data}}, &CopyOptions{Jobs: 2, ChunkSize: 64 << 10})
+	_, err := vmdk.Copy(context.Background(), discardAt{}, src, 1<<20,
+		[]vmdk.Run{{Off: 0, Len: 1 << 20, State: vmdk.Data}}, &vmdk.CopyOptions{Hash: true, Jobs: 2, ChunkSize: 64 << 10})
 	if !errors.Is(err, boom) {
 		t.Fatalf("err %v", err)
 	}

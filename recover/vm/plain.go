@@ -1,4 +1,4 @@
-package recover
+package vm
 
 import (
 	"fmt"
@@ -36,7 +36,7 @@ type SectorCipher interface {
 	DecryptSectors(dst, src []byte, lba uint64)
 }
 
-// Disk is the plaintext of a possibly encrypted VMDK chain, as an
+// PlainDisk is the plaintext of a possibly encrypted VMDK chain, as an
 // io.ReaderAt safe for concurrent use (state from the offset only).
 //
 // MODEL (FORMATS.md §8): for every allocated Data run held by link k, the
@@ -44,7 +44,7 @@ type SectorCipher interface {
 // unit one sector, tweak = the virtual LBA. Zero runs and holes read as
 // zeros and are never decrypted; a link without a key (a plain link) passes
 // its bytes through.
-type Disk struct {
+type PlainDisk struct {
 	c       Chain
 	size    int64
 	runs    []vmdk.Run
@@ -53,39 +53,39 @@ type Disk struct {
 	scratch sync.Pool // *[]byte, for unaligned reads
 }
 
-// NewDisk returns the decrypted view of c. ciphers[k] decrypts link k (nil
+// NewPlainDisk returns the decrypted view of c. ciphers[k] decrypts link k (nil
 // for a plain link); it has c.Levels() entries. Every Data run of an
 // encrypted link must be sector-aligned. name is used in errors.
-func NewDisk(c Chain, ciphers []SectorCipher, name string) (*Disk, error) {
+func NewPlainDisk(c Chain, ciphers []SectorCipher, name string) (*PlainDisk, error) {
 	if len(ciphers) != c.Levels() {
-		return nil, fmt.Errorf("recover: %s: %d link keys for %d links", name, len(ciphers), c.Levels())
+		return nil, fmt.Errorf("vm: %s: %d link keys for %d links", name, len(ciphers), c.Levels())
 	}
 	runs := c.Runs()
 	size := c.Size()
 	var end int64
 	for i, r := range runs {
 		if r.Off < end || r.Len <= 0 || r.Off+r.Len > size || r.Level < 0 || r.Level >= c.Levels() {
-			return nil, fmt.Errorf("recover: %s: allocation map run %d (%d+%d level %d) is out of order or outside the disk: %w", name, i, r.Off, r.Len, r.Level, keysafe.ErrCorrupt)
+			return nil, fmt.Errorf("vm: %s: allocation map run %d (%d+%d level %d) is out of order or outside the disk: %w", name, i, r.Off, r.Len, r.Level, keysafe.ErrCorrupt)
 		}
 		if r.State == vmdk.Data && ciphers[r.Level] != nil && (r.Off%SectorSize != 0 || r.Len%SectorSize != 0) {
-			return nil, fmt.Errorf("recover: %s: encrypted run at %d+%d is not sector-aligned: %w", name, r.Off, r.Len, keysafe.ErrCorrupt)
+			return nil, fmt.Errorf("vm: %s: encrypted run at %d+%d is not sector-aligned: %w", name, r.Off, r.Len, keysafe.ErrCorrupt)
 		}
 		end = r.Off + r.Len
 	}
-	return &Disk{c: c, size: size, runs: runs, ciphers: ciphers, name: name}, nil
+	return &PlainDisk{c: c, size: size, runs: runs, ciphers: ciphers, name: name}, nil
 }
 
 // Size is the virtual size in bytes.
-func (d *Disk) Size() int64 { return d.size }
+func (d *PlainDisk) Size() int64 { return d.size }
 
 // Runs is the allocation map of the chain (shared; do not modify).
-func (d *Disk) Runs() []vmdk.Run { return d.runs }
+func (d *PlainDisk) Runs() []vmdk.Run { return d.runs }
 
 // Encrypted reports whether link level is decrypted.
-func (d *Disk) Encrypted(level int) bool { return d.ciphers[level] != nil }
+func (d *PlainDisk) Encrypted(level int) bool { return d.ciphers[level] != nil }
 
 // DataBytes is the number of allocated Data bytes (what a copy reads).
-func (d *Disk) DataBytes() int64 {
+func (d *PlainDisk) DataBytes() int64 {
 	var n int64
 	for _, r := range d.runs {
 		if r.State == vmdk.Data {
@@ -97,9 +97,9 @@ func (d *Disk) DataBytes() int64 {
 
 // ReadAt reads plaintext. A read past the end returns io.EOF with the bytes
 // before it.
-func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
+func (d *PlainDisk) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
-		return 0, fmt.Errorf("recover: %s: negative offset %d", d.name, off)
+		return 0, fmt.Errorf("vm: %s: negative offset %d", d.name, off)
 	}
 	if off >= d.size {
 		if len(p) == 0 {
@@ -121,7 +121,7 @@ func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
 }
 
 // read fills p (inside the disk) from the runs.
-func (d *Disk) read(p []byte, off int64) error {
+func (d *PlainDisk) read(p []byte, off int64) error {
 	i := sort.Search(len(d.runs), func(i int) bool { return d.runs[i].Off+d.runs[i].Len > off })
 	for len(p) > 0 {
 		if i >= len(d.runs) || d.runs[i].Off >= off+int64(len(p)) {
@@ -149,7 +149,7 @@ func (d *Disk) read(p []byte, off int64) error {
 }
 
 // readData reads and decrypts bytes of one Data run of link level.
-func (d *Disk) readData(level int, p []byte, off int64) error {
+func (d *PlainDisk) readData(level int, p []byte, off int64) error {
 	c := d.ciphers[level]
 	if c == nil {
 		return d.c.ReadLevel(level, p, off)

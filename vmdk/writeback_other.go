@@ -1,6 +1,6 @@
 //go:build !linux
 
-package recover
+package vmdk
 
 import "io"
 
