@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -27,9 +26,7 @@ func flatDisk(t *testing.T, dir, extent string) string {
 // not waited on.
 func TestExtentFIFORefused(t *testing.T) {
 	dir := t.TempDir()
-	if err := syscall.Mkfifo(filepath.Join(dir, "d-flat.vmdk"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	mkfifo(t, filepath.Join(dir, "d-flat.vmdk"))
 	p := flatDisk(t, dir, "d-flat.vmdk")
 	done := make(chan error, 1)
 	go func() {

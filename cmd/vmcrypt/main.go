@@ -79,6 +79,7 @@ func newApp() *cli.App {
 		Name:                 "vmcrypt",
 		Usage:                "offline forensics and recovery of encrypted VMware VM files",
 		Commands:             commands,
+		Version:              version,
 		EnableBashCompletion: false,
 		HideHelpCommand:      true,
 		// Bare `vmcrypt`: the help, and exit 2 (nothing was asked).

@@ -6,6 +6,8 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
+// version is stamped by the Makefile (-X main.version=...); `vmcrypt
+// version` and `vmcrypt --version` print it.
 var version = "dev"
 
 func init() {

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -404,9 +403,7 @@ func TestScanReviewCases(t *testing.T) {
 	}
 
 	fifo := filepath.Join(t.TempDir(), "p.nvram")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	mkfifo(t, fifo)
 	done := make(chan error, 1)
 	go func() { _, err := Scan(fifo); done <- err }()
 	select {

@@ -1,3 +1,5 @@
+//go:build linux
+
 package xts
 
 import (
@@ -23,14 +25,6 @@ func threadCPU(tb testing.TB) time.Duration {
 }
 
 const benchCall = 1 << 20 // 1 MiB of 512-byte sectors per call
-
-func benchKey() []byte {
-	k := make([]byte, KeySize)
-	for i := range k {
-		k[i] = byte(i*29 + 3)
-	}
-	return k
-}
 
 // BenchmarkDecrypt measures one core: 2048 sectors per call, in place.
 func BenchmarkDecrypt(b *testing.B) {
