@@ -596,10 +596,7 @@ func (c *Client) dial(ctx context.Context, server string, deadline time.Time) (n
 var aLongTimeAgo = time.Unix(1, 0)
 
 // exchange writes req and reads one response message by deadline (ctx
-// cancels it too). It reads the 8-byte TTLV header first and refuses a
-// length above MaxMessageSize; the body is read in growing chunks, so a
-// server that claims much and sends little costs little. started says
-// whether any answer byte came.
+// cancels it too). started says whether any answer byte came.
 func (c *Client) exchange(ctx context.Context, conn net.Conn, deadline time.Time, req []byte) (raw []byte, started bool, err error) {
 	if err := conn.SetDeadline(deadline); err != nil {
 		return nil, false, err
@@ -609,8 +606,16 @@ func (c *Client) exchange(ctx context.Context, conn net.Conn, deadline time.Time
 	if _, err := conn.Write(req); err != nil {
 		return nil, false, err
 	}
+	return readResponse(conn)
+}
+
+// readResponse reads one response message from r: the 8-byte TTLV header
+// first, refusing a length above MaxMessageSize, then the body in growing
+// chunks, so a server that claims much and sends little costs little.
+// started says whether any byte came.
+func readResponse(r io.Reader) (raw []byte, started bool, err error) {
 	var hdr [8]byte
-	n, err := io.ReadFull(conn, hdr[:])
+	n, err := io.ReadFull(r, hdr[:])
 	if err != nil {
 		return nil, n > 0, err
 	}
@@ -632,7 +637,7 @@ func (c *Client) exchange(ctx context.Context, conn net.Conn, deadline time.Time
 			clear(buf)
 			buf = nb
 		}
-		n, err := conn.Read(buf[len(buf):cap(buf)])
+		n, err := r.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
 		if err != nil && len(buf) < total {
 			if err == io.EOF {
