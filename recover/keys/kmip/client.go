@@ -139,10 +139,14 @@ func NormalizeAddr(s string) (string, error) {
 		if strings.Count(s, ":") > 1 && !strings.HasPrefix(s, "[") {
 			return "", fmt.Errorf("kmip: server address %q: an IPv6 address goes in brackets ([addr]:port)", s)
 		}
-		if strings.Contains(s, ":") {
+		switch {
+		case strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]"):
+			host, port = s[1:len(s)-1], strconv.Itoa(DefaultPort)
+		case strings.Contains(s, ":"):
 			return "", fmt.Errorf("kmip: server address %q is not host:port", s)
+		default:
+			host, port = s, strconv.Itoa(DefaultPort)
 		}
-		host, port = s, strconv.Itoa(DefaultPort)
 	}
 	if host == "" || strings.ContainsFunc(host, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) || r == '/' }) {
 		return "", fmt.Errorf("kmip: server address %q has no valid host", s)
@@ -483,9 +487,9 @@ func (c *Client) do(ctx context.Context, items []requestItem) (*response, string
 			return r, c.servers[idx], raw, nil
 		}
 		clear(raw)
-		if ctx.Err() != nil {
-			return nil, "", nil, &ConnError{Server: c.servers[idx], Err: ctx.Err(),
-				msg: fmt.Sprintf("request to KMS server %s stopped: %v", c.servers[idx], ctx.Err())}
+		if cerr := ctxDone(ctx); cerr != nil {
+			return nil, "", nil, &ConnError{Server: c.servers[idx], Err: cerr,
+				msg: fmt.Sprintf("request to KMS server %s stopped: %v", c.servers[idx], cerr)}
 		}
 		errs = append(errs, err)
 	}
@@ -493,6 +497,19 @@ func (c *Client) do(ctx context.Context, items []requestItem) (*response, string
 		return nil, "", nil, errs[0]
 	}
 	return nil, "", nil, &ClusterError{Errs: errs}
+}
+
+// ctxDone returns ctx's error, or context.DeadlineExceeded once its
+// deadline has passed (a connection deadline set from it may fire before
+// the context's own timer).
+func ctxDone(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // tryServer runs one request on member idx within one timeout.
@@ -517,7 +534,7 @@ func (c *Client) tryServer(ctx context.Context, idx int, req []byte, items []req
 		raw, started, err := c.exchange(ctx, c.conn, deadline, req)
 		if err != nil {
 			c.dropConn()
-			if reused && !started && ctx.Err() == nil && time.Now().Before(deadline) {
+			if reused && !started && ctxDone(ctx) == nil && time.Now().Before(deadline) {
 				reused = false
 				continue
 			}
