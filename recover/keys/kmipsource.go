@@ -51,7 +51,7 @@ type keyGetter interface {
 type kmipEntry struct {
 	done chan struct{} // closed when key/err are set
 	key  []byte
-	err  error // a *kmip.KeyError, kept; other errors are not kept
+	err  error // a *kmip.KeyError or *keysafe.KeyNotFoundError; other errors are not kept
 }
 
 // NewKMIPSource returns a source over the client. provider is the key
@@ -135,6 +135,7 @@ func (s *KMIPSource) fetch(ctx context.Context, e *kmipEntry, provider, keyID st
 	s.gets.Add(1)
 	k, err := s.client.Get(ctx, keyID)
 	var ke *kmip.KeyError
+	var kn *keysafe.KeyNotFoundError
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	defer close(e.done)
@@ -143,6 +144,8 @@ func (s *KMIPSource) fetch(ctx context.Context, e *kmipEntry, provider, keyID st
 		e.key = k.Material // the entry owns it; Close zeroes it
 	case errors.As(err, &ke):
 		e.err = ke
+	case errors.As(err, &kn): // an id no server can hold
+		e.err = kn
 	default:
 		delete(s.cache, keyID) // not an answer: not kept
 		return nil, err
@@ -157,14 +160,15 @@ func (s *KMIPSource) fetch(ctx context.Context, e *kmipEntry, provider, keyID st
 // answer returns a kept entry to one caller (s.mu held): a copy of the
 // key, or a copy of the server's answer naming the caller's provider.
 func answer(e *kmipEntry, provider string) ([]byte, error) {
-	if e.err != nil {
-		var ke *kmip.KeyError
-		if errors.As(e.err, &ke) {
-			c := *ke
-			c.Provider = provider
-			return nil, &c
-		}
-		return nil, e.err
+	switch err := e.err.(type) {
+	case *kmip.KeyError:
+		c := *err
+		c.Provider = provider
+		return nil, &c
+	case *keysafe.KeyNotFoundError:
+		c := *err
+		c.Provider = provider
+		return nil, &c
 	}
 	return append([]byte(nil), e.key...), nil
 }

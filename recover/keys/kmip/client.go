@@ -19,6 +19,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
 )
 
 // DefaultTimeout bounds one request to one server (connect, TLS handshake,
@@ -215,6 +217,12 @@ func validID(uid string) error {
 	return nil
 }
 
+// badID is the error for a key id no server can hold: key not supplied,
+// without asking.
+func badID(uid string, why error) error {
+	return &keysafe.KeyNotFoundError{KeyID: uid, Hint: "the key id " + why.Error() + ": not a KMIP Unique Identifier"}
+}
+
 // Get fetches the AES-256 key with the Unique Identifier uid (format Raw).
 // It asks GetAttributes (State, algorithm, length, object type) and Get in
 // one batch: one round trip. Errors:
@@ -222,13 +230,15 @@ func validID(uid string) error {
 //     Found), Permission Denied (ErrPermissionDenied), a key whose State is
 //     not Active (ErrKeyNotActive), an object that is not a plain AES-256
 //     key (ErrKeyNotAES256);
+//   - *keysafe.KeyNotFoundError, without asking, for an id that cannot be a
+//     Unique Identifier (empty, not UTF-8, control characters, too long);
 //   - *ResultError: another failure the server answered (authentication
 //     not successful, invalid message...);
 //   - *ConnError or *ClusterError: no server could be reached or answered
 //     properly; a ConnError wrapping ctx.Err() when ctx ended.
 func (c *Client) Get(ctx context.Context, uid string) (*Key, error) {
 	if err := validID(uid); err != nil {
-		return nil, &KeyError{Server: strings.Join(c.servers, ", "), KeyID: uid, Detail: "the key id " + err.Error() + " (not a KMIP Unique Identifier)"}
+		return nil, badID(uid, err)
 	}
 	c.mu.Lock()
 	batch := !c.noBatch
@@ -405,7 +415,7 @@ func (c *Client) failure(server string, op Operation, uid string, it *responseIt
 // *KeyError for Item Not Found or Permission Denied).
 func (c *Client) GetAttributes(ctx context.Context, uid string) (Attributes, error) {
 	if err := validID(uid); err != nil {
-		return Attributes{}, &KeyError{Server: strings.Join(c.servers, ", "), KeyID: uid, Detail: "the key id " + err.Error() + " (not a KMIP Unique Identifier)"}
+		return Attributes{}, badID(uid, err)
 	}
 	a, _, err := c.getAttributes(ctx, uid)
 	return a, err

@@ -266,8 +266,6 @@ func TestFakeKeyErrors(t *testing.T) {
 		{"secret", ErrKeyNotAES256, 0},
 		{"wrapped", ErrKeyNotAES256, 0},
 		{"opaque", ErrKeyNotAES256, 0},
-		{"", ErrKeyNotAES256, 0},
-		{"bad\x00id", ErrKeyNotAES256, 0},
 	}
 	for _, cs := range cases {
 		k, err := c.Get(context.Background(), cs.uid)
@@ -293,9 +291,20 @@ func TestFakeKeyErrors(t *testing.T) {
 			t.Errorf("missing: %+v", ke)
 		}
 	}
-	// The two local refusals (empty id, control character) never reached the server.
-	if n := f.requests.Load(); n != int32(len(cases)-2) {
-		t.Errorf("%d requests for %d server-side cases", n, len(cases)-2)
+	if n := f.requests.Load(); n != int32(len(cases)) {
+		t.Errorf("%d requests for %d cases", n, len(cases))
+	}
+	// Ids no server can hold are key-not-supplied without asking.
+	for _, uid := range []string{"", "bad\x00id", "\xff", string(make([]byte, MaxKeyIDLen+1))} {
+		_, err := c.Get(context.Background(), uid)
+		var kn *keysafe.KeyNotFoundError
+		var ke *KeyError
+		if !errors.As(err, &kn) || kn.KeyID != uid || errors.As(err, &ke) {
+			t.Errorf("id %q: %v", uid, err)
+		}
+	}
+	if n := f.requests.Load(); n != int32(len(cases)) {
+		t.Errorf("invalid ids reached the server")
 	}
 }
 

@@ -26,8 +26,9 @@ var (
 
 // KeyError is the server's answer that it will not give a key: it has no
 // such key (Item Not Found), it refused this client (Permission Denied),
-// or it holds an object that cannot be used as the KEK (not Active, not
-// AES-256). errors.Is(err, keysafe.ErrKeyNotFound) is true for all of
+// it will not return it (Object Archived, Key Value Not Present,
+// Sensitive, Not Extractable), or it holds an object that cannot be used
+// as the KEK (not Active, not AES-256). errors.Is(err, keysafe.ErrKeyNotFound) is true for all of
 // them; ErrPermissionDenied, ErrKeyNotActive and ErrKeyNotAES256 tell them
 // apart. errors.As finds a *keysafe.KeyNotFoundError whose Hint names the
 // server (and the refused certificate, or the key's state).
@@ -60,7 +61,7 @@ func (e *KeyError) Hint() string {
 		return fmt.Sprintf("KMS server %s refused the key to client certificate %s (Permission Denied): the KMS administrator must allow that certificate to Get it",
 			e.Server, cnText(e.Client))
 	case e.Reason != 0:
-		return fmt.Sprintf("KMS server %s: %v", e.Server, e.Reason)
+		return fmt.Sprintf("KMS server %s holds the key but will not return it (%v)", e.Server, e.Reason)
 	case e.Detail != "":
 		return fmt.Sprintf("KMS server %s holds the object but %s", e.Server, e.Detail)
 	}
