@@ -320,8 +320,9 @@ func (s *Server) logTail() string {
 	return b.String()
 }
 
-// Stop stops the server with SIGINT (PyKMIP's way), waiting for it; after
-// 15 seconds it is killed with its process group.
+// Stop stops the server with SIGINT (PyKMIP's way, which also ends its
+// policy monitor and manager processes), waiting for it; after 15 seconds
+// it is killed with its process group.
 func (s *Server) Stop() error {
 	var err error
 	s.pyMu.Lock()
@@ -337,11 +338,10 @@ func (s *Server) Stop() error {
 		select {
 		case <-s.waited:
 		case <-time.After(15 * time.Second):
-			killGroup(s.cmd)
+			killGroup(s.cmd) // the leader is alive: the group is still ours
 			<-s.waited
 			err = errors.New("kmiptest: pykmip-server ignored SIGINT for 15s and was killed")
 		}
-		killGroup(s.cmd) // its helper processes, if any outlived it
 	})
 	return err
 }
