@@ -629,11 +629,17 @@ func (c *Client) exchange(ctx context.Context, conn net.Conn, deadline time.Time
 		return nil, false, err
 	}
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(aLongTimeAgo) })
-	defer stop()
 	if _, err := conn.Write(req); err != nil {
+		stop()
 		return nil, false, err
 	}
-	return readResponse(conn)
+	raw, started, err = readResponse(conn)
+	if !stop() && err == nil {
+		// ctx ended as the answer came: its func may still set a past
+		// deadline on the connection, so do not reuse it.
+		c.dropConn()
+	}
+	return raw, started, err
 }
 
 // readResponse reads one response message from r: the 8-byte TTLV header
