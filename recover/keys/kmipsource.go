@@ -188,16 +188,3 @@ func (s *KMIPSource) Close() error {
 	return s.client.Close()
 }
 
-// Legacy returns the source behind the Source interface of this branch
-// (KEK without a context; no passphrase). Each call is bounded by the
-// client's per-request timeout only. It goes away once Source takes a
-// context.
-func (s *KMIPSource) Legacy() Source { return legacyKMIP{s} }
-
-type legacyKMIP struct{ s *KMIPSource }
-
-func (l legacyKMIP) Name() string               { return l.s.Name() }
-func (l legacyKMIP) Passphrase() ([]byte, bool) { return nil, false }
-func (l legacyKMIP) KEK(provider, keyID string) ([]byte, error) {
-	return l.s.KEK(context.Background(), provider, keyID)
-}

@@ -190,9 +190,9 @@ func TestKMIPSourcePyKMIP(t *testing.T) {
 		}
 		return l
 	}
-	r := NewResolver(src.Legacy())
+	r := NewResolver(src)
 	for i, uid := range uids {
-		k, op, err := r.Open(lock(uid, keks[i]))
+		k, op, err := r.Open(context.Background(), lock(uid, keks[i]))
 		if err != nil || !bytes.Equal(k.Bytes, vmKey.Bytes) || op.Source != src.Name() {
 			t.Fatalf("key %s: %v %+v", uid, err, op)
 		}
@@ -200,11 +200,11 @@ func TestKMIPSourcePyKMIP(t *testing.T) {
 	// The KMS's key 0 does not open a pair locked under another KEK with its id: wrong key.
 	other := make([]byte, 32)
 	rand.Read(other)
-	if _, _, err := r.Open(lock(uids[0], other)); !errors.Is(err, keysafe.ErrWrongKey) {
+	if _, _, err := r.Open(context.Background(), lock(uids[0], other)); !errors.Is(err, keysafe.ErrWrongKey) {
 		t.Fatalf("wrong KEK: %v", err)
 	}
 	var kn *keysafe.KeyNotFoundError
-	if _, _, err := r.Open(lock("424242", other)); !errors.As(err, &kn) || kn.KeyID != "424242" || kn.Provider != "KMS-Cluster" || kn.Hint == "" {
+	if _, _, err := r.Open(context.Background(), lock("424242", other)); !errors.As(err, &kn) || kn.KeyID != "424242" || kn.Provider != "KMS-Cluster" || kn.Hint == "" {
 		t.Fatalf("missing key: %v", err)
 	}
 	if src.Gets() != 3 {
@@ -218,7 +218,7 @@ func TestKMIPSourcePyKMIP(t *testing.T) {
 	}
 	dead := NewKMIPSource(c2, "")
 	defer dead.Close()
-	_, _, err = NewResolver(dead.Legacy()).Open(lock(uids[0], keks[0]))
+	_, _, err = NewResolver(dead).Open(context.Background(), lock(uids[0], keks[0]))
 	var ce *kmip.ConnError
 	if !errors.As(err, &ce) || errors.Is(err, keysafe.ErrKeyNotFound) {
 		t.Fatalf("unreachable KMS: %v", err)

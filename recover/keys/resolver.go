@@ -138,6 +138,10 @@ func (r *Resolver) Open(ctx context.Context, l *keysafe.Locator) (*keysafe.Key, 
 	var wrong, corrupt error
 	notFound := notFoundFor(pairs)
 	sourceHint := false
+	// A source that says more than "not found" (a KMS key that exists but
+	// is not active, a permission refused) is kept, so that the answer
+	// names it rather than a generic missing key.
+	var detailed error
 	for i, p := range pairs {
 		switch p.Locker.Type {
 		case keysafe.TypePhrase:
@@ -185,6 +189,9 @@ func (r *Resolver) Open(ctx context.Context, l *keysafe.Locator) (*keysafe.Key, 
 					}
 					switch {
 					case errors.Is(err, keysafe.ErrKeyNotFound):
+						if _, bare := err.(*keysafe.KeyNotFoundError); !bare && detailed == nil {
+							detailed = fmt.Errorf("%s: %w", s.Name(), err)
+						}
 						continue
 					case errors.Is(err, keysafe.ErrWrongKey):
 						wrong = fmt.Errorf("%s: %w", s.Name(), err)
@@ -217,6 +224,9 @@ func (r *Resolver) Open(ctx context.Context, l *keysafe.Locator) (*keysafe.Key, 
 	}
 	if wrong != nil {
 		return nil, Opened{}, wrong
+	}
+	if detailed != nil {
+		return nil, Opened{}, detailed
 	}
 	return nil, Opened{}, notFound
 }
