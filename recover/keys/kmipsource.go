@@ -187,4 +187,3 @@ func (s *KMIPSource) Close() error {
 	s.cache = nil
 	return s.client.Close()
 }
-
