@@ -19,7 +19,7 @@ import (
 	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
 )
 
-const vectors = "../../shared/vectors"
+const vectors = "../vmx/testdata/vectors"
 
 func readFixture(t testing.TB, name string) []byte {
 	t.Helper()

@@ -9,7 +9,7 @@ import (
 	"testing"
 )
 
-const samplesDir = "../../shared/vmdk-samples"
+const samplesDir = "testdata/samples"
 
 // sampleDescriptors returns the descriptor text of every sample that is a
 // text descriptor (or whose embedded descriptor starts at sector 1).
@@ -35,7 +35,7 @@ func sampleDescriptors(t testing.TB) map[string][]byte {
 		}
 	}
 	if len(out) < 8 {
-		t.Fatalf("found %d sample descriptors in %s; is the shared folder beside the repo?", len(out), samplesDir)
+		t.Fatalf("found %d sample descriptors in %s", len(out), samplesDir)
 	}
 	return out
 }

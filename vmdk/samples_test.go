@@ -68,7 +68,7 @@ type expected struct {
 func readExpected(t testing.TB) []expected {
 	b, err := os.ReadFile(filepath.Join(samplesDir, "EXPECTED.tsv"))
 	if err != nil {
-		t.Fatalf("EXPECTED.tsv: %v (is the shared folder beside the repo?)", err)
+		t.Fatalf("EXPECTED.tsv: %v", err)
 	}
 	var out []expected
 	for _, line := range strings.Split(string(b), "\n") {

@@ -28,7 +28,6 @@ import (
 	"io"
 	"os"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
 )
@@ -114,7 +113,7 @@ func Parse(r io.ReaderAt, size int64) (*File, error) {
 // ParseBytes parses VMX text (at most MaxFileSize bytes). Odd lines are
 // kept as Other lines (and listed by Problems), but input that is not VMX
 // text at all is refused with ErrCorrupt: a NUL or another control byte,
-// invalid UTF-8, or non-blank text without a single `key = "value"` line.
+// or non-blank text without a single `key = "value"` line.
 func ParseBytes(b []byte) (*File, error) {
 	if len(b) > MaxFileSize {
 		return nil, fmt.Errorf("VMX text of %d bytes is larger than the %d allowed: %w", len(b), MaxFileSize, keysafe.ErrUnsupported)
@@ -156,16 +155,16 @@ func ParseBytes(b []byte) (*File, error) {
 }
 
 // checkText refuses bytes that are not text: a NUL or another control
-// byte (tab, CR, LF and form feed aside), or invalid UTF-8.
+// byte (tab, CR, LF and form feed aside). Random or binary data has them
+// within a few bytes.
 func checkText(b []byte) error {
 	for i, c := range b {
 		if c < 0x20 && c != '\t' && c != '\r' && c != '\n' && c != '\f' || c == 0x7f {
 			return fmt.Errorf("not a VMX file: control byte %#02x at offset %d: %w", c, i, keysafe.ErrCorrupt)
 		}
 	}
-	if !utf8.Valid(b) {
-		return fmt.Errorf("not a VMX file: the text is not valid UTF-8: %w", keysafe.ErrCorrupt)
-	}
+	// Bytes >= 0x80 are allowed whatever they encode: .encoding may name
+	// a legacy charset (windows-1252, Shift_JIS) that is not UTF-8.
 	return nil
 }
 

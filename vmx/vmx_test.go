@@ -14,7 +14,7 @@ import (
 	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
 )
 
-const vectors = "../../shared/vectors/"
+const vectors = "testdata/vectors/"
 
 func readVector(t testing.TB, name string) []byte {
 	t.Helper()

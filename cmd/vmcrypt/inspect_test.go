@@ -189,7 +189,7 @@ func TestUnlockDisks(t *testing.T) {
 // A phrase pair refused for its rounds is still listed with them, and
 // unlocking it is refused at once (exit 5).
 func TestInspectRoundsAboveCap(t *testing.T) {
-	b, err := os.ReadFile("../../../shared/vectors/workstation-encrypted.vmx")
+	b, err := os.ReadFile("../../vmx/testdata/vectors/workstation-encrypted.vmx")
 	if err != nil {
 		t.Fatal(err)
 	}

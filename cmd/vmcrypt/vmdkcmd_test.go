@@ -15,7 +15,7 @@ import (
 	"github.com/vmcrypt/vmcrypt/vmdk"
 )
 
-const vmdkSamples = "../../../shared/vmdk-samples"
+const vmdkSamples = "../../vmdk/testdata/samples"
 
 func vmdkFileSHA(t *testing.T, p string) string {
 	t.Helper()

@@ -17,7 +17,7 @@ import (
 	"github.com/vmcrypt/vmcrypt/vmdk"
 )
 
-const vecDir = "../../../shared/vectors/"
+const vecDir = "../../vmx/testdata/vectors/"
 
 // noEnvPassphrase makes sure VMCRYPT_PASSPHRASE does not leak in.
 func noEnvPassphrase(t *testing.T) {

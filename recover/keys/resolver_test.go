@@ -41,7 +41,7 @@ func randKey(t *testing.T, cipher string) *keysafe.Key {
 }
 
 func workstation(t *testing.T) *keysafe.Locator {
-	b, err := os.ReadFile("../../../shared/vectors/workstation-encrypted.vmx")
+	b, err := os.ReadFile("../../vmx/testdata/vectors/workstation-encrypted.vmx")
 	if err != nil {
 		t.Fatal(err)
 	}

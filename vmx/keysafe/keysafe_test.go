@@ -17,7 +17,7 @@ import (
 	"time"
 )
 
-const vectors = "../../../shared/vectors/"
+const vectors = "../testdata/vectors/"
 
 func readVector(t testing.TB, name string) string {
 	t.Helper()
