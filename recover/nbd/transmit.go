@@ -21,22 +21,26 @@ func (c *conn) transmit(exp *export) {
 	slots := make(chan struct{}, st.maxInFlight)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	var hb [requestLen]byte
 	for {
 		if st.s.IdleTimeout > 0 {
-			if len(slots) == 0 {
-				c.dl.read(st.s.IdleTimeout)
-			} else {
-				c.dl.read(0)
-			}
+			c.dl.read(st.s.IdleTimeout)
 		}
-		if _, err := io.ReadFull(c.br, hb[:]); err != nil {
+		// Peek keeps a partly received header across an idle-deadline
+		// wake-up, which only ends the connection when nothing is in
+		// progress.
+		hb, err := c.br.Peek(requestLen)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() && len(slots) > 0 && c.ctx.Err() == nil {
+				continue
+			}
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && c.ctx.Err() == nil {
 				st.s.log("client disconnected", "conn", c.id, "export", exp.Name, "err", err)
 			}
 			return
 		}
-		req, err := parseRequest(hb[:])
+		req, err := parseRequest(hb)
+		c.br.Discard(requestLen)
 		if err != nil {
 			st.s.log("protocol error", "conn", c.id, "export", exp.Name, "err", err)
 			return
