@@ -603,6 +603,4 @@ func hexdiff(a, b []byte) string {
 	return ""
 }
 
-
-
 func bufioReader(nc net.Conn) *bufio.Reader { return bufio.NewReader(nc) }

@@ -879,7 +879,9 @@ func TestListenUnix(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
-	go func() { done <- (&Server{Exports: []Export{{Name: "a", Size: 512, Data: bytes.NewReader(make([]byte, 512))}}}).Serve(ctx, ln) }()
+	go func() {
+		done <- (&Server{Exports: []Export{{Name: "a", Size: 512, Data: bytes.NewReader(make([]byte, 512))}}}).Serve(ctx, ln)
+	}()
 	c := dial(t, ln.Path, flagCFixedNewstyle)
 	c.negotiate("a", false, false)
 	cancel()
