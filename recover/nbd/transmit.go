@@ -55,6 +55,17 @@ func (c *conn) transmit(exp *export) {
 				}
 				continue
 			}
+			// A client waiting for this one reply (nothing else buffered,
+			// nothing in progress) is answered here: no hand-off to another
+			// goroutine on the latency path. Pipelined requests run
+			// concurrently.
+			if len(slots) == 0 && c.br.Buffered() < requestLen {
+				c.serveRequest(exp, req)
+				if c.broken.Load() {
+					return
+				}
+				continue
+			}
 			slots <- struct{}{}
 			wg.Add(1)
 			go func() {
