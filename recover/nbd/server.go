@@ -93,9 +93,12 @@ type Server struct {
 	DefaultExport string
 	// Log, when non-nil, receives events as a message and key/value pairs
 	// (the shape of slog.Logger.Info). The library never prints.
-	// Events: "connection refused" (too many), "handshake failed",
-	// "client connected", "client disconnected", "read error",
-	// "extents error", "panic", "protocol error".
+	// Events: "accept error", "connection refused" (too many),
+	// "handshake failed", "client connected", "client disconnected",
+	// "read failed" / "write failed" (the connection broke or timed out),
+	// "protocol error" (the client was dropped), "read error" (Data
+	// failed: export, offset, err), "extents error", "panic" (with the
+	// stack). Events of a connection carry "conn", its number.
 	Log func(event string, args ...any)
 
 	// MaxConns caps concurrent connections; more are closed at once.

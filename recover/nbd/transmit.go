@@ -35,7 +35,7 @@ func (c *conn) transmit(exp *export) {
 				continue
 			}
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && c.ctx.Err() == nil {
-				st.s.log("client disconnected", "conn", c.id, "export", exp.Name, "err", err)
+				st.s.log("read failed", "conn", c.id, "export", exp.Name, "err", err)
 			}
 			return
 		}
@@ -410,7 +410,7 @@ func (c *conn) send(b net.Buffers) bool {
 func (c *conn) fail(err error) {
 	c.failOnce.Do(func() {
 		if c.ctx.Err() == nil {
-			c.st.s.log("client disconnected", "conn", c.id, "err", err)
+			c.st.s.log("write failed", "conn", c.id, "err", err)
 		}
 		c.broken.Store(true)
 		c.cancel()
