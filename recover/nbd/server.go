@@ -256,14 +256,19 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	var wg sync.WaitGroup
+	// On every return (ctx done or the listener failed): end the
+	// connections, then wait for them.
+	defer func() {
+		cancel()
+		ln.Close()
+		wg.Wait()
+	}()
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 
 	maxConns := orDefault(s.MaxConns, DefaultMaxConns)
 	slots := make(chan struct{}, maxConns)
-	var wg sync.WaitGroup
-	defer wg.Wait()
 	var backoff time.Duration
 	for {
 		nc, err := ln.Accept()

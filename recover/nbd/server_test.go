@@ -930,3 +930,54 @@ func TestCheckLoopback(t *testing.T) {
 		t.Errorf("bad address: %v", err)
 	}
 }
+
+// closingListener fails Accept once told to, as a listener closed by
+// someone else would.
+type closingListener struct {
+	net.Listener
+	fail chan struct{}
+}
+
+func (l *closingListener) Accept() (net.Conn, error) {
+	type res struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() { c, err := l.Listener.Accept(); ch <- res{c, err} }()
+	select {
+	case r := <-ch:
+		return r.c, r.err
+	case <-l.fail:
+		l.Listener.Close()
+		r := <-ch
+		if r.c != nil {
+			r.c.Close()
+		}
+		return nil, net.ErrClosed
+	}
+}
+
+func TestServeListenerFailureEndsConnections(t *testing.T) {
+	before := runtime.NumGoroutine()
+	ln, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &closingListener{Listener: ln, fail: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() { done <- testServer(newMem(1, testLayout)).Serve(context.Background(), cl) }()
+	c := dial(t, ln.Addr().String(), flagCFixedNewstyle)
+	c.negotiate("disk", false, false)
+	close(cl.fail)
+	select {
+	case err := <-done:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("Serve: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve kept waiting for its connections after the listener failed")
+	}
+	c.expectClosed()
+	checkGoroutines(t, before)
+}
