@@ -331,6 +331,8 @@ type deadlines struct {
 	mu       sync.Mutex
 	closing  bool
 	graceEnd time.Time
+	wLast    time.Time // when the write deadline was last set
+	wSet     bool
 }
 
 func (d *deadlines) shutdown() {
@@ -356,13 +358,22 @@ func (d *deadlines) read(t time.Duration) {
 	d.nc.SetReadDeadline(at)
 }
 
-// write sets the write deadline to now+t (t <= 0: none).
+// write sets the write deadline to now+t (t <= 0: none). A deadline set
+// less than t/4 ago is kept: the next write still gets at least 3t/4,
+// and busy connections skip a timer reset per reply.
 func (d *deadlines) write(t time.Duration) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var at time.Time
 	if t > 0 {
-		at = time.Now().Add(t)
+		now := time.Now()
+		if !d.closing && d.wSet && now.Sub(d.wLast) < t/4 {
+			return
+		}
+		d.wLast, d.wSet = now, true
+		at = now.Add(t)
+	} else {
+		d.wSet = false
 	}
 	if d.closing && (at.IsZero() || at.After(d.graceEnd)) {
 		at = d.graceEnd
