@@ -228,8 +228,10 @@ type buffer struct {
 // getBuf waits for budget and returns a buffer of at least n bytes.
 func (st *state) getBuf(ctx context.Context, n int) (*buffer, error) {
 	c := sizeClass(n)
-	if err := st.budget.Acquire(ctx, classBytes(c)); err != nil {
-		return nil, err
+	if !st.budget.TryAcquire(classBytes(c)) {
+		if err := st.budget.Acquire(ctx, classBytes(c)); err != nil {
+			return nil, err
+		}
 	}
 	if b, ok := st.pools[c].Get().(*buffer); ok {
 		return b, nil
