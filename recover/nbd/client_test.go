@@ -420,12 +420,18 @@ func newMem(seed uint64, layout []Extent) *memData {
 		size += e.Length
 	}
 	m := &memData{b: make([]byte, size), layout: layout}
-	r := rand.New(rand.NewPCG(seed, seed))
+	var key [32]byte
+	binary.LittleEndian.PutUint64(key[:], seed)
+	r := rand.NewChaCha8(key)
 	at := int64(0)
 	for _, e := range layout {
 		if !e.Zero {
-			for i := at; i < at+e.Length; i++ {
-				m.b[i] = byte(r.UintN(255)) + 1
+			p := m.b[at : at+e.Length]
+			r.Read(p)
+			for i, c := range p {
+				if c == 0 {
+					p[i] = 1
+				}
 			}
 		}
 		at += e.Length

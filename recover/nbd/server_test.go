@@ -658,12 +658,12 @@ func TestPipelinedConcurrent(t *testing.T) {
 }
 
 func TestClientNeverReads(t *testing.T) {
-	m := newMem(10, []Extent{{Length: 8 << 20}})
+	m := newMem(10, []Extent{{Length: 2 << 20}})
 	s := &Server{
 		Exports:        []Export{memExport("disk", m, false)},
 		WriteTimeout:   300 * time.Millisecond,
-		MaxRequest:     4 << 20,
-		MaxBufferBytes: 8 << 20,
+		MaxRequest:     1 << 20,
+		MaxBufferBytes: 2 << 20,
 	}
 	h := start(t, s)
 	c := dial(t, h.path, flagCFixedNewstyle)
@@ -671,7 +671,7 @@ func TestClientNeverReads(t *testing.T) {
 	// Ask for far more than the socket buffers hold, never read.
 	go func() {
 		for i := range 64 {
-			c.request(0, cmdRead, uint64(i), 0, 4<<20, nil)
+			c.request(0, cmdRead, uint64(i), 0, 1<<20, nil)
 		}
 	}()
 	// The server gives up on the stuck client; its buffers come back, so
@@ -686,7 +686,7 @@ func TestClientNeverReads(t *testing.T) {
 	c2 := dial(t, h.path, flagCFixedNewstyle)
 	c2.negotiate("disk", false, false)
 	for range 4 {
-		if r := c2.readAt(0, 4<<20, 0); r.errno != 0 || !bytes.Equal(r.data, m.b[:4<<20]) {
+		if r := c2.readAt(0, 1<<20, 0); r.errno != 0 || !bytes.Equal(r.data, m.b[:1<<20]) {
 			t.Fatal("read after stuck client failed")
 		}
 	}
