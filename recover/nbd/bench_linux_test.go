@@ -134,22 +134,30 @@ func timeCmd(b *testing.B, name string, args ...string) time.Duration {
 
 // BenchmarkNbdcopyVsNbdkit: nbdcopy (its defaults: 4 connections, 64
 // requests of 256 KiB in flight) of a 1 GiB export to null:, best of 3
-// alternating runs per server.
+// alternating runs per server, and each server's CPU time per GiB.
 func BenchmarkNbdcopyVsNbdkit(b *testing.B) {
 	needPeers(b, "nbdcopy", "nbdkit")
 	path := benchFile(b)
 	ours := serveFile(b, path)
-	theirs, _ := serveNbdkit(b, path)
+	theirs, pid := serveNbdkit(b, path)
 	b.ResetTimer()
 	for range b.N {
 		bestOurs, bestKit := time.Duration(1<<62), time.Duration(1<<62)
-		for range 3 {
+		var oCPU, kCPU time.Duration
+		const runs = 3
+		for range runs {
+			c0 := selfCPU()
 			bestOurs = min(bestOurs, timeCmd(b, "nbdcopy", ours, "null:"))
+			oCPU += selfCPU() - c0
+			c0 = pidCPU(b, pid)
 			bestKit = min(bestKit, timeCmd(b, "nbdcopy", theirs, "null:"))
+			kCPU += pidCPU(b, pid) - c0
 		}
 		b.ReportMetric(float64(benchSize)/bestOurs.Seconds()/1e6, "MB/s")
 		b.ReportMetric(float64(benchSize)/bestKit.Seconds()/1e6, "nbdkit-MB/s")
 		b.ReportMetric(bestKit.Seconds()/bestOurs.Seconds(), "x-vs-nbdkit")
+		b.ReportMetric(oCPU.Seconds()/runs, "cpu-s/GiB")
+		b.ReportMetric(kCPU.Seconds()/runs, "nbdkit-cpu-s/GiB")
 	}
 	b.SetBytes(benchSize)
 }

@@ -315,3 +315,24 @@ func TestPeerDamagedRange(t *testing.T) {
 		t.Fatalf("small copy: %v", err)
 	}
 }
+
+// An export whose size is not a multiple of 512 is served exactly:
+// nbdcopy copies every byte; qemu (7.2) rounds the size up and pads
+// with zeros.
+func TestPeerOddSize(t *testing.T) {
+	needPeers(t, "qemu-img", "nbdcopy")
+	m := newMem(9, []Extent{{Length: 1000}})
+	h := start(t, &Server{Exports: []Export{memExport("odd", m, false)}})
+	dir := t.TempDir()
+	n := filepath.Join(dir, "n.raw")
+	mustRun(t, "nbdcopy", uri(h, "odd"), n)
+	if got, err := os.ReadFile(n); err != nil || !bytes.Equal(got, m.b) {
+		t.Fatalf("nbdcopy of a 1000-byte export: %v %s", err, hexdiff(got, m.b))
+	}
+	q := filepath.Join(dir, "q.raw")
+	mustRun(t, "qemu-img", "convert", "-f", "raw", "-O", "raw", uri(h, "odd"), q)
+	got, err := os.ReadFile(q)
+	if err != nil || len(got) != 1024 || !bytes.Equal(got[:1000], m.b) || !bytes.Equal(got[1000:], make([]byte, 24)) {
+		t.Fatalf("qemu-img convert of a 1000-byte export: %d bytes, %v", len(got), err)
+	}
+}

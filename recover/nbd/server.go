@@ -41,9 +41,9 @@ type Export struct {
 	Description string
 	// Size is the export size in bytes. Any size >= 0 is served exactly:
 	// the server advertises a minimum block size of 1, so a size that is
-	// not a multiple of 512 is readable to its last byte by clients that
-	// honour NBD_INFO_BLOCK_SIZE (libnbd); qemu rounds such a size down
-	// to a multiple of 512. Disk exports are multiples of 512.
+	// not a multiple of 512 is read to its last byte by libnbd clients
+	// (nbdcopy, nbdinfo); qemu 7.2 shows it rounded up to a multiple of
+	// 512, the tail reading as zeros. Disk exports are multiples of 512.
 	Size int64
 	// Data holds the bytes; it must be safe for concurrent use. A ReadAt
 	// that fills p counts as a success whatever error it returns with
