@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // Peer tests: qemu-img (Debian qemu-utils) and libnbd's nbdinfo and nbdcopy
@@ -334,5 +335,30 @@ func TestPeerOddSize(t *testing.T) {
 	got, err := os.ReadFile(q)
 	if err != nil || len(got) != 1024 || !bytes.Equal(got[:1000], m.b) || !bytes.Equal(got[1000:], make([]byte, 24)) {
 		t.Fatalf("qemu-img convert of a 1000-byte export: %d bytes, %v", len(got), err)
+	}
+}
+
+// nbdcopy killed in the middle of copies: the server goes on, and stops
+// with no goroutine left behind (checked by the harness).
+func TestPeerClientKilledMidCopy(t *testing.T) {
+	needPeers(t, "nbdcopy")
+	path, size, sum := peerImage(t)
+	h, _ := peerServer(t, path, size, nil)
+	for i := range 5 {
+		cmd := exec.Command("nbdcopy", "--no-extents", uri(h, "plain"), "null:")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(20+20*i) * time.Millisecond)
+		cmd.Process.Kill()
+		cmd.Wait()
+	}
+	n := filepath.Join(t.TempDir(), "after.raw")
+	mustRun(t, "nbdcopy", uri(h, "disk"), n)
+	if got := fileSum(t, n); got != sum {
+		t.Fatalf("copy after killed clients: sha256 %s, want %s", got, sum)
+	}
+	if h.log.count("panic") != 0 {
+		t.Fatal("panic logged")
 	}
 }
