@@ -299,7 +299,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		select {
 		case slots <- struct{}{}:
 		default:
-			s.log("connection refused", "remote", nc.RemoteAddr().String(), "max_conns", maxConns)
+			s.log("connection refused", "remote", addrString(nc.RemoteAddr()), "max_conns", maxConns)
 			nc.Close()
 			continue
 		}
@@ -312,10 +312,19 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 }
 
+// addrString names a peer address; an unnamed Unix socket may have none.
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}
+
 // ServeConn runs the protocol on one already-accepted connection until the
 // client leaves, the connection fails or ctx is done; it closes nc. It is
 // for callers that accept connections themselves (and for tests); the
-// MaxConns limit does not apply.
+// MaxConns limit does not apply, and each call has a buffer budget
+// (MaxBufferBytes) of its own.
 func (s *Server) ServeConn(ctx context.Context, nc net.Conn) error {
 	st, err := s.newState()
 	if err != nil {
