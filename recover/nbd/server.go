@@ -413,7 +413,7 @@ func (st *state) serveConn(ctx context.Context, nc net.Conn) {
 		}
 		return
 	}
-	st.s.log("client connected", "conn", id, "export", exp.Name, "structured", c.structured)
+	st.s.log("client connected", "conn", id, "remote", addrString(nc.RemoteAddr()), "export", exp.Name, "structured", c.structured)
 	c.transmit(exp)
 	st.s.log("client disconnected", "conn", id, "export", exp.Name)
 }
