@@ -1,0 +1,250 @@
+package mount
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"sync/atomic"
+	"testing"
+)
+
+// pattern is the content of offset o in test files: never zero for long, so
+// a hole read where data was expected shows.
+func pattern(o int64) byte { return byte(o*131+o>>9) | 1 }
+
+// patternReader serves pattern bytes for [0, size). When runs is not nil it
+// records every call that touches bytes outside the runs (a hole read that
+// reached Data).
+type patternReader struct {
+	size      int64
+	runs      []Run
+	calls     atomic.Int64
+	holeReads atomic.Int64
+	// failOff/failLen: a range that returns errFail.
+	failOff, failLen int64
+	panicOff         int64 // a read covering this offset panics (when > 0)
+}
+
+var errFail = errors.New("test: damaged range")
+
+func (r *patternReader) ReadAt(p []byte, off int64) (int, error) {
+	r.calls.Add(1)
+	if off < 0 {
+		return 0, errors.New("negative offset")
+	}
+	end := off + int64(len(p))
+	if r.failLen > 0 && off < r.failOff+r.failLen && end > r.failOff {
+		return 0, fmt.Errorf("%w at %d", errFail, off)
+	}
+	if r.panicOff > 0 && off <= r.panicOff && end > r.panicOff {
+		panic("test: Data panics")
+	}
+	if r.runs != nil && !inRuns(r.runs, off, end) {
+		r.holeReads.Add(1)
+	}
+	n := 0
+	for i := range p {
+		if off+int64(i) >= r.size {
+			return n, io.EOF
+		}
+		p[i] = pattern(off + int64(i))
+		n++
+	}
+	return n, nil
+}
+
+// inRuns reports whether [off, end) lies inside one run.
+func inRuns(runs []Run, off, end int64) bool {
+	for _, r := range runs {
+		if off >= r.Off && end <= r.End() {
+			return true
+		}
+	}
+	return false
+}
+
+// expected builds the content of a file of size with runs (nil = all data).
+func expected(size int64, runs []Run) []byte {
+	b := make([]byte, size)
+	for i := range b {
+		if runs == nil || inRuns(runs, int64(i), int64(i)+1) {
+			b[i] = pattern(int64(i))
+		}
+	}
+	return b
+}
+
+func TestValidate(t *testing.T) {
+	d := bytes.NewReader(nil)
+	bad := []struct {
+		name  string
+		files []File
+	}{
+		{"empty name", []File{{Name: "", Data: d}}},
+		{"absolute", []File{{Name: "/a", Data: d}}},
+		{"dotdot", []File{{Name: "a/../b", Data: d}}},
+		{"dot", []File{{Name: "./a", Data: d}}},
+		{"double slash", []File{{Name: "a//b", Data: d}}},
+		{"trailing slash", []File{{Name: "a/", Data: d}}},
+		{"NUL", []File{{Name: "a\x00b", Data: d}}},
+		{"long", []File{{Name: string(bytes.Repeat([]byte("x"), MaxNameLen+1)), Data: d}}},
+		{"deep", []File{{Name: "a/b/c/d/e/f/g/h/i/j", Data: d}}},
+		{"negative size", []File{{Name: "a", Size: -1, Data: d}}},
+		{"no data", []File{{Name: "a", Size: 1}}},
+		{"no data with runs", []File{{Name: "a", Size: 10, Allocated: []Run{{0, 1}}}}},
+		{"duplicate", []File{{Name: "a", Data: d}, {Name: "a", Data: d}}},
+		{"file is folder", []File{{Name: "a", Data: d}, {Name: "a/b", Data: d}}},
+		{"folder is file", []File{{Name: "a/b", Data: d}, {Name: "a", Data: d}}},
+		{"run past end", []File{{Name: "a", Size: 10, Data: d, Allocated: []Run{{5, 6}}}}},
+		{"run starts past end", []File{{Name: "a", Size: 10, Data: d, Allocated: []Run{{11, 0}}}}},
+		{"negative run", []File{{Name: "a", Size: 10, Data: d, Allocated: []Run{{-1, 2}}}}},
+		{"negative length", []File{{Name: "a", Size: 10, Data: d, Allocated: []Run{{2, -1}}}}},
+		{"overlap", []File{{Name: "a", Size: 10, Data: d, Allocated: []Run{{0, 5}, {4, 2}}}}},
+		{"unsorted", []File{{Name: "a", Size: 10, Data: d, Allocated: []Run{{5, 1}, {0, 2}}}}},
+		{"overflow", []File{{Name: "a", Size: 10, Data: d, Allocated: []Run{{5, 1<<63 - 1}}}}},
+	}
+	for _, c := range bad {
+		if _, err := validate(c.files); !errors.Is(err, ErrBadFile) {
+			t.Errorf("%s: got %v, want ErrBadFile", c.name, err)
+		}
+	}
+	if _, err := validate(make([]File, MaxFiles+1)); !errors.Is(err, ErrBadFile) {
+		t.Errorf("too many files: got %v, want ErrBadFile", err)
+	}
+
+	in := []File{
+		{Name: "a/b/c.raw", Size: 100, Data: d, Allocated: []Run{{0, 10}, {10, 5}, {20, 0}, {30, 70}}},
+		{Name: "a/b/d.raw", Size: 100, Data: d},
+		{Name: "hole", Size: 100, Allocated: []Run{}},
+		{Name: "zero", Size: 0},
+	}
+	out, err := validate(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Run{{0, 15}, {30, 70}}
+	if fmt.Sprint(out[0].Allocated) != fmt.Sprint(want) {
+		t.Errorf("normalised runs %v, want %v", out[0].Allocated, want)
+	}
+	if out[1].Allocated != nil || out[2].Allocated == nil || len(out[2].Allocated) != 0 {
+		t.Errorf("nil/empty runs not kept: %v %v", out[1].Allocated, out[2].Allocated)
+	}
+	if len(in[0].Allocated) != 4 {
+		t.Error("validate modified the caller's runs")
+	}
+}
+
+// TestReadFile reads random ranges of a file with holes and compares them
+// with the expected bytes; no hole read may reach Data.
+func TestReadFile(t *testing.T) {
+	const size = 1<<20 + 333
+	runs := []Run{{0, 1}, {4096, 4096}, {10000, 7}, {65536, 300000}, {size - 100, 100}}
+	src := &patternReader{size: size, runs: runs}
+	files, err := validate([]File{{Name: "f", Size: size, Data: src, Allocated: runs}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &files[0]
+	want := expected(size, runs)
+	rng := rand.New(rand.NewPCG(1, 2))
+	buf := make([]byte, 70000)
+	for range 300 {
+		off := rng.Int64N(size)
+		n := rng.Int64N(min(int64(len(buf)), size-off)) + 1
+		p := buf[:n]
+		for i := range p {
+			p[i] = 0xee // must be overwritten, holes too
+		}
+		if err := readFile(f, p, off); err != nil {
+			t.Fatalf("read %d+%d: %v", off, n, err)
+		}
+		if !bytes.Equal(p, want[off:off+n]) {
+			t.Fatalf("read %d+%d: wrong bytes", off, n)
+		}
+	}
+	if src.holeReads.Load() != 0 {
+		t.Errorf("%d reads of holes reached Data", src.holeReads.Load())
+	}
+
+	// A file that is one hole never calls Data (which is nil).
+	hole := &File{Name: "h", Size: 1000, Allocated: []Run{}}
+	p := bytes.Repeat([]byte{1}, 1000)
+	if err := readFile(hole, p, 0); err != nil || !bytes.Equal(p, make([]byte, 1000)) {
+		t.Errorf("hole file: %v", err)
+	}
+}
+
+// TestReadFileErrors: a failing, short or truncated Data is an error naming
+// the file and offset, never a short read.
+func TestReadFileErrors(t *testing.T) {
+	src := &patternReader{size: 1 << 20, failOff: 8192, failLen: 10}
+	f := &File{Name: "disk.raw", Size: 1 << 20, Data: src}
+	p := make([]byte, 4096)
+	if err := readFile(f, p, 0); err != nil {
+		t.Fatalf("good range: %v", err)
+	}
+	err := readFile(f, p, 8000)
+	var re *ReadError
+	if !errors.Is(err, errFail) || !errors.As(err, &re) || re.File != "disk.raw" || re.Offset != 8000 {
+		t.Fatalf("damaged range: got %v", err)
+	}
+
+	// Data shorter than Size: io.EOF before the end is an error.
+	short := &File{Name: "s", Size: 100, Data: bytes.NewReader(make([]byte, 50))}
+	if err := readFile(short, make([]byte, 60), 0); !errors.Is(err, errShortRead) {
+		t.Errorf("short data: got %v, want errShortRead", err)
+	}
+	// io.EOF with a full read is fine.
+	full := &File{Name: "s", Size: 50, Data: bytes.NewReader(make([]byte, 50))}
+	if err := readFile(full, make([]byte, 50), 0); err != nil {
+		t.Errorf("full read with EOF: %v", err)
+	}
+}
+
+// TestSeekFile compares seekFile with a byte-by-byte scan of the map.
+func TestSeekFile(t *testing.T) {
+	const size = 3100
+	runs := []Run{{0, 10}, {10, 10}, {100, 1}, {2000, 1000}, {3090, 10}}
+	files, err := validate([]File{
+		{Name: "f", Size: size, Data: bytes.NewReader(nil), Allocated: runs},
+		{Name: "g", Size: size, Data: bytes.NewReader(nil)},
+		{Name: "h", Size: size, Allocated: []Run{}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for fi := range files {
+		f := &files[fi]
+		data := func(o int64) bool { return f.Allocated == nil || inRuns(f.Allocated, o, o+1) }
+		for off := int64(-1); off <= size+1; off++ {
+			for _, whence := range []int{seekData, seekHole} {
+				want, wantErr := int64(-1), off < 0 || off >= size
+				if !wantErr {
+					o := off
+					for o < size && data(o) == (whence == seekHole) {
+						o++
+					}
+					if o == size && whence == seekData {
+						wantErr = true
+					}
+					want = o
+				}
+				got, err := seekFile(f, off, whence)
+				if wantErr {
+					if !errors.Is(err, errNoMore) {
+						t.Fatalf("%s seek(%d, %d) = %d, %v; want errNoMore", f.Name, off, whence, got, err)
+					}
+					continue
+				}
+				if err != nil || got != want {
+					t.Fatalf("%s seek(%d, %d) = %d, %v; want %d", f.Name, off, whence, got, err, want)
+				}
+			}
+		}
+	}
+	if _, err := seekFile(&files[0], 0, 0); err == nil {
+		t.Error("SEEK_SET accepted")
+	}
+}
