@@ -10,9 +10,31 @@ import (
 	"testing"
 )
 
-// pattern is the content of offset o in test files: never zero for long, so
-// a hole read where data was expected shows.
-func pattern(o int64) byte { return byte(o*131+o>>9) | 1 }
+// patternPeriod is the period of the test content: not a power of two, so
+// a read from the wrong MiB or page shows.
+const patternPeriod = 1<<20 + 7
+
+// patternTable holds one period of test content, never zero, so a hole read
+// where data was expected shows.
+var patternTable = func() []byte {
+	b := make([]byte, 2*patternPeriod)
+	for i := range b {
+		o := i % patternPeriod
+		b[i] = byte(o*131+o>>9) | 1
+	}
+	return b
+}()
+
+// pattern is the content of offset o in test files.
+func pattern(o int64) byte { return patternTable[o%patternPeriod] }
+
+// fillPattern writes the content of [off, off+len(p)) into p.
+func fillPattern(p []byte, off int64) {
+	for len(p) > 0 {
+		n := copy(p, patternTable[off%patternPeriod:][:min(len(p), patternPeriod)])
+		p, off = p[n:], off+int64(n)
+	}
+}
 
 // patternReader serves pattern bytes for [0, size). When runs is not nil it
 // records every call that touches bytes outside the runs (a hole read that
@@ -44,13 +66,13 @@ func (r *patternReader) ReadAt(p []byte, off int64) (int, error) {
 	if r.runs != nil && !inRuns(r.runs, off, end) {
 		r.holeReads.Add(1)
 	}
-	n := 0
-	for i := range p {
-		if off+int64(i) >= r.size {
-			return n, io.EOF
-		}
-		p[i] = pattern(off + int64(i))
-		n++
+	if off >= r.size {
+		return 0, io.EOF
+	}
+	n := int(min(int64(len(p)), r.size-off))
+	fillPattern(p[:n], off)
+	if n < len(p) {
+		return n, io.EOF
 	}
 	return n, nil
 }
@@ -68,10 +90,11 @@ func inRuns(runs []Run, off, end int64) bool {
 // expected builds the content of a file of size with runs (nil = all data).
 func expected(size int64, runs []Run) []byte {
 	b := make([]byte, size)
-	for i := range b {
-		if runs == nil || inRuns(runs, int64(i), int64(i)+1) {
-			b[i] = pattern(int64(i))
-		}
+	if runs == nil {
+		runs = []Run{{0, size}}
+	}
+	for _, r := range runs {
+		fillPattern(b[r.Off:r.End()], r.Off)
 	}
 	return b
 }
