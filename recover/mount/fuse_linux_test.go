@@ -619,7 +619,7 @@ func TestGoroutines(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if _, err := os.ReadFile(filepath.Join(dir, tf[i%2].Name)); err != nil {
+				if _, err := os.ReadFile(filepath.Join(dir, []string{"plain.bin", "snapshots/DISK@1.raw"}[i%2])); err != nil {
 					t.Error(err)
 				}
 			}()
