@@ -190,6 +190,7 @@ func BenchmarkReadFile(b *testing.B) {
 	p := make([]byte, 1<<20)
 	b.SetBytes(int64(len(p)))
 	b.ReportAllocs()
+	b.ResetTimer()
 	for i := range b.N {
 		off := int64(i%1000) * (1 << 20) / 2
 		if err := readFile(&files[0], p, off); err != nil {

@@ -732,6 +732,32 @@ func TestStaleMount(t *testing.T) {
 	}
 }
 
+// TestAllowOther: another user reads the files only with AllowOther.
+func TestAllowOther(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("TestAllowOther runs as root (it reads as user nobody)")
+	}
+	cat := requireTool(t, "cat", "coreutils")
+	for _, allow := range []bool{false, true} {
+		m := mountT(t, files(testFiles()), Options{AllowOther: allow})
+		// Let nobody walk down to the mount point.
+		for d := filepath.Dir(m.Dir()); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+			if err := os.Chmod(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cmd := exec.Command(cat, filepath.Join(m.Dir(), "snapshots", "DISK@1.raw"))
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		out, err := cmd.Output()
+		if allow && (err != nil || sha(out) != sha(expected(1<<20, nil))) {
+			t.Errorf("AllowOther: user nobody cannot read: %v", err)
+		}
+		if !allow && err == nil {
+			t.Error("without AllowOther, user nobody reads the mount")
+		}
+	}
+}
+
 // TestReadAhead: the mount's readahead is raised to the asked size.
 func TestReadAhead(t *testing.T) {
 	m := mountT(t, files(testFiles()), Options{ReadAheadKB: 2048})

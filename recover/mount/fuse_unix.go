@@ -28,6 +28,10 @@ const cacheTimeout = 24 * time.Hour
 // have in flight at once; the FUSE default of 12 starves parallel readers.
 const maxBackground = 64
 
+// maxInflightBytes caps the request buffers (about 1 MiB each) the server
+// holds at once; beyond it the kernel waits.
+const maxInflightBytes = 256 << 20
+
 // blockSize is the st_blksize shown to readers: the largest FUSE request.
 const blockSize = fuse.MAX_KERNEL_WRITE
 
@@ -119,16 +123,17 @@ func Mount(dir string, files []File, opts Options) (*Mounted, error) {
 		GID:             owner.Gid,
 		Logger:          logger,
 		MountOptions: fuse.MountOptions{
-			AllowOther:       opts.AllowOther,
-			FsName:           opts.FsName,
-			Name:             "vmcrypt",
-			Options:          readOnlyOptions,
-			DirectMount:      true, // mount(2) as root, fusermount3 otherwise
-			DirectMountFlags: directMountFlags,
-			MaxWrite:         fuse.MAX_KERNEL_WRITE, // also max_read and max_pages
-			MaxBackground:    maxBackground,
-			DisableXAttrs:    true,
-			Logger:           logger,
+			AllowOther:              opts.AllowOther,
+			FsName:                  opts.FsName,
+			Name:                    "vmcrypt",
+			Options:                 readOnlyOptions,
+			DirectMount:             true, // mount(2) as root, fusermount3 otherwise
+			DirectMountFlags:        directMountFlags,
+			MaxWrite:                fuse.MAX_KERNEL_WRITE, // also max_read and max_pages
+			MaxBackground:           maxBackground,
+			MaxInflightRequestBytes: maxInflightBytes,
+			DisableXAttrs:           true,
+			Logger:                  logger,
 			PanicHandler: func(v any) fuse.Status {
 				opts.log("panic", "value", fmt.Sprint(v))
 				return fuse.EIO
