@@ -570,8 +570,8 @@ func TestUnmountWithOpenFiles(t *testing.T) {
 	waitGoroutines(t, base)
 }
 
-// TestUnmountFromOutside: fusermount3 -u ends Wait, and Unmount is then a
-// no-op.
+// TestUnmountFromOutside: rmdir of the mount point is refused; fusermount3
+// -u ends Wait, and Unmount is then a no-op.
 func TestUnmountFromOutside(t *testing.T) {
 	requireFUSE(t)
 	base := runtime.NumGoroutine()
@@ -582,6 +582,13 @@ func TestUnmountFromOutside(t *testing.T) {
 	m, err := Mount(dir, files(testFiles()), Options{})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Removing the mount point while mounted is refused and harms nothing.
+	if err := os.Remove(dir); !errors.Is(err, syscall.EBUSY) {
+		t.Errorf("rmdir of the mount point: %v, want EBUSY", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "snapshots", "DISK@1.raw")); err != nil || len(b) != 1<<20 {
+		t.Errorf("read after rmdir attempt: %v", err)
 	}
 	if out, err := exec.Command("fusermount3", "-u", dir).CombinedOutput(); err != nil {
 		t.Fatalf("fusermount3 -u: %v: %s", err, out)
