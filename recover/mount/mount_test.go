@@ -77,14 +77,15 @@ func (r *patternReader) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// inRuns reports whether [off, end) lies inside one run.
+// inRuns reports whether the sorted runs cover [off, end) (adjacent runs
+// together).
 func inRuns(runs []Run, off, end int64) bool {
 	for _, r := range runs {
-		if off >= r.Off && end <= r.End() {
-			return true
+		if r.Off <= off && off < r.End() {
+			off = r.End()
 		}
 	}
-	return false
+	return off >= end
 }
 
 // expected builds the content of a file of size with runs (nil = all data).
@@ -270,4 +271,66 @@ func TestSeekFile(t *testing.T) {
 	if _, err := seekFile(&files[0], 0, 0); err == nil {
 		t.Error("SEEK_SET accepted")
 	}
+}
+
+// FuzzFileMap: any allocation map is either refused with ErrBadFile or
+// served consistently: reads give the pattern in runs and zeros elsewhere,
+// seeks agree with a scan, and holes never reach Data.
+func FuzzFileMap(f *testing.F) {
+	f.Add([]byte{0x10, 0x00, 0, 0, 4, 0, 8, 0, 4, 0})
+	f.Add([]byte{0xff, 0x0f, 0, 0, 0, 1, 0, 2, 0, 1, 0xff, 0x0e, 1, 0})
+	f.Add([]byte{0x00, 0x01})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) < 2 || len(b) > 2+4*64 {
+			return
+		}
+		u16 := func(i int) int64 { return int64(b[i]) | int64(b[i+1])<<8 }
+		size := u16(0) % 8192
+		var runs []Run
+		for i := 2; i+4 <= len(b); i += 4 {
+			runs = append(runs, Run{u16(i) - 16, u16(i+2) - 16}) // some negative
+		}
+		src := &patternReader{size: size, runs: runs}
+		files, err := validate([]File{{Name: "f", Size: size, Data: src, Allocated: runs}})
+		if err != nil {
+			if !errors.Is(err, ErrBadFile) {
+				t.Fatalf("error %v is not ErrBadFile", err)
+			}
+			return
+		}
+		fl := &files[0]
+		data := func(o int64) bool { return runs == nil || inRuns(runs, o, o+1) }
+		got := make([]byte, size)
+		if err := readFile(fl, got, 0); err != nil {
+			t.Fatal(err)
+		}
+		for o := range size {
+			want := byte(0)
+			if data(o) {
+				want = pattern(o)
+			}
+			if got[o] != want {
+				t.Fatalf("byte %d = %#x, want %#x (runs %v)", o, got[o], want, runs)
+			}
+		}
+		if src.holeReads.Load() != 0 {
+			t.Fatalf("hole read reached Data (runs %v)", runs)
+		}
+		for _, off := range []int64{0, size / 3, size / 2, size - 1} {
+			if off < 0 {
+				continue
+			}
+			for _, whence := range []int{seekData, seekHole} {
+				want, wantErr := off, false
+				for want < size && data(want) == (whence == seekHole) {
+					want++
+				}
+				wantErr = off >= size || want == size && whence == seekData
+				g, err := seekFile(fl, off, whence)
+				if wantErr != (err != nil) || (!wantErr && g != want) {
+					t.Fatalf("seek(%d, %d) = %d, %v; want %d (runs %v)", off, whence, g, err, want, runs)
+				}
+			}
+		}
+	})
 }
