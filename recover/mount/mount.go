@@ -14,8 +14,8 @@
 // # Speed
 //
 // The kernel page cache is kept between opens (the files never change),
-// readahead is on and requests are as large as the kernel allows (1 MiB on
-// Linux 4.20 and later). Requests are served concurrently.
+// readahead is on (4 MiB) and requests are as large as the kernel allows
+// (1 MiB on Linux 4.20 and later). Requests are served concurrently.
 //
 // # Faults
 //
@@ -119,8 +119,10 @@ type Options struct {
 	ReadAheadKB int
 }
 
-// DefaultReadAheadKB is the readahead Mount sets when Options.ReadAheadKB is 0.
-const DefaultReadAheadKB = 1024
+// DefaultReadAheadKB is the readahead Mount sets when Options.ReadAheadKB is
+// 0: four 1 MiB requests in flight, so a Data that decrypts works on several
+// cores during a sequential read.
+const DefaultReadAheadKB = 4096
 
 func (o *Options) log(event string, args ...any) {
 	if o.Log != nil {
