@@ -362,7 +362,7 @@ func (n *fileNode) Read(ctx context.Context, _ fs.FileHandle, dest []byte, off i
 		}
 	}()
 	if err := readFile(f, p, off); err != nil {
-		var re *ReadError
+		var re *readError
 		if errors.As(err, &re) {
 			n.opts.log("read error", "file", re.File, "offset", re.Offset, "length", re.Len, "err", re.Err.Error())
 		} else {

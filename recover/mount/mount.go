@@ -243,20 +243,20 @@ func firstRun(runs []Run, off int64) int {
 	return i
 }
 
-// ReadError is a failed read of a File's Data, as logged and returned by
+// readError is a failed read of a File's Data, as logged and returned by
 // readFile.
-type ReadError struct {
+type readError struct {
 	File   string
 	Offset int64 // where the failed Data.ReadAt started
 	Len    int
 	Err    error
 }
 
-func (e *ReadError) Error() string {
+func (e *readError) Error() string {
 	return fmt.Sprintf("read %s at offset %d (+%d): %v", e.File, e.Offset, e.Len, e.Err)
 }
 
-func (e *ReadError) Unwrap() error { return e.Err }
+func (e *readError) Unwrap() error { return e.Err }
 
 // errShortRead is a Data that returned fewer bytes than asked with no error,
 // or io.EOF before the file's Size.
@@ -300,7 +300,7 @@ func readData(f *File, p []byte, off int64) error {
 	if err == nil || err == io.EOF {
 		err = errShortRead
 	}
-	return &ReadError{File: f.Name, Offset: off, Len: len(p), Err: err}
+	return &readError{File: f.Name, Offset: off, Len: len(p), Err: err}
 }
 
 // Whence values of lseek for holes (Linux and Darwin agree).

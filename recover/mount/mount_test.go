@@ -210,7 +210,7 @@ func TestReadFileErrors(t *testing.T) {
 		t.Fatalf("good range: %v", err)
 	}
 	err := readFile(f, p, 8000)
-	var re *ReadError
+	var re *readError
 	if !errors.Is(err, errFail) || !errors.As(err, &re) || re.File != "disk.raw" || re.Offset != 8000 {
 		t.Fatalf("damaged range: got %v", err)
 	}
