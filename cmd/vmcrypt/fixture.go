@@ -75,7 +75,7 @@ func fixtureAction(c *cli.Context) error {
 	if err := r.Normalize(); err != nil {
 		return usagef("fixture: %v", err)
 	}
-	fx, err := fixtures.Generate(out, r)
+	fx, err := fixtures.GenerateContext(c.Context, out, r)
 	if err != nil {
 		return err
 	}

@@ -72,11 +72,17 @@ func promptSecret(c *cli.Context, label string) ([]byte, error) {
 // echo, and refuses two answers that differ (a typo would lock the user
 // out).
 func promptNewSecret(c *cli.Context, label string) ([]byte, error) {
-	a, err := promptSecret(c, label)
+	return askTwice(func(l string) ([]byte, error) { return promptSecret(c, l) }, label)
+}
+
+// askTwice asks for a secret twice with ask and refuses two answers that
+// differ.
+func askTwice(ask func(label string) ([]byte, error), label string) ([]byte, error) {
+	a, err := ask(label)
 	if err != nil {
 		return nil, err
 	}
-	b, err := promptSecret(c, label+" (again)")
+	b, err := ask(label + " (again)")
 	if err != nil {
 		return nil, err
 	}

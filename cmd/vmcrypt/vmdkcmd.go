@@ -290,6 +290,9 @@ func vmdkExport(c *cli.Context) error {
 	if _, err := os.Lstat(out); err == nil && !o.Force {
 		return usagef("%s exists; use --force to replace it", out)
 	}
+	if err := refuseInputs(c, out); err != nil {
+		return err
+	}
 	if err := vmdkCheckNotInput(out, d, o.Format); err != nil {
 		return err
 	}
