@@ -1,0 +1,2 @@
+// Package esxi reads the host side of VMware ESXi encryption.
+package esxi
