@@ -622,3 +622,46 @@ func readFullAt(r io.ReaderAt, b []byte, off int64) error {
 	}
 	return err
 }
+
+// FindEnd returns the size of the envelope that starts at off in r (whose
+// size is limit), for an envelope inside a larger file (a dump partition,
+// an image): the first block after the header that is an AEAD footer (its
+// magic, tag size 16 and version 1) ends it. It reads the data once,
+// sequentially, in 1 MiB chunks.
+func FindEnd(file string, r io.ReaderAt, off, limit int64) (int64, error) {
+	if off < 0 || off >= limit {
+		return 0, corruptf(file, off, "offset", "outside the file of %d bytes", limit)
+	}
+	first := make([]byte, BlockSize)
+	if err := readFullAt(r, first[:min(BlockSize, limit-off)], off); err != nil {
+		return 0, fmt.Errorf("%s: %w", file, err)
+	}
+	if string(first[:len(headerMagic)]) != headerMagic {
+		return 0, corruptf(file, off, "magic", "not a DataTransformEnvelope")
+	}
+	hlen := int64(binary.LittleEndian.Uint32(first[hdrSizeOff:])) + attrStart
+	if hlen%BlockSize != 0 || hlen > MaxHeaderSize {
+		return 0, corruptf(file, off+hdrSizeOff, "header size", "%d", hlen-attrStart)
+	}
+	buf := make([]byte, streamChunk)
+	end := min(limit, off+hlen+maxGCMData+BlockSize)
+	for pos := off + hlen + BlockSize; pos < end; pos += int64(len(buf)) {
+		n := min(int64(len(buf)), end-pos)
+		n -= n % BlockSize
+		if n == 0 {
+			break
+		}
+		if err := readFullAt(r, buf[:n], pos); err != nil {
+			return 0, fmt.Errorf("%s: %w", file, err)
+		}
+		for b := int64(0); b < n; b += BlockSize {
+			blk := buf[b : b+BlockSize]
+			if string(blk[:len(aeadFooterMagic)]) == aeadFooterMagic &&
+				binary.LittleEndian.Uint32(blk[footTagSizeOff:]) == gcmTagSize &&
+				binary.LittleEndian.Uint32(blk[footVersionOff:]) == AeadFooterVersion {
+				return pos + b + BlockSize - off, nil
+			}
+		}
+	}
+	return 0, corruptf(file, off, "AEAD footer", "no footer block after the envelope at %d (truncated footer?)", off)
+}

@@ -398,3 +398,29 @@ func TestAttributesRoundTrip(t *testing.T) {
 		t.Fatalf("fixed types: %v %d %+v", err, m, got)
 	}
 }
+
+// TestFindEnd: an envelope inside a larger file is found by its footer;
+// one without a footer is corrupt.
+func TestFindEnd(t *testing.T) {
+	raw := readTestdata(t, realEnvelope)
+	img := append(append(make([]byte, 3*BlockSize), raw...), make([]byte, 5*BlockSize)...)
+	n, err := FindEnd("img", bytes.NewReader(img), 3*BlockSize, int64(len(img)))
+	if err != nil || n != int64(len(raw)) {
+		t.Fatalf("FindEnd: %d %v", n, err)
+	}
+	e, err := ParseAt("img", bytes.NewReader(img), 3*BlockSize, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if _, err := e.Decrypt(realKey(t), &out, DecryptOptions{}); err != nil || sha(out.Bytes()) != realPlainSHA {
+		t.Fatalf("decrypt at an offset: %v", err)
+	}
+	cut := img[:3*BlockSize+len(raw)-BlockSize]
+	if _, err := FindEnd("img", bytes.NewReader(cut), 3*BlockSize, int64(len(cut))); !errors.Is(err, keysafe.ErrCorrupt) {
+		t.Fatalf("no footer: %v", err)
+	}
+	if _, err := FindEnd("img", bytes.NewReader(img), 100, int64(len(img))); !errors.Is(err, keysafe.ErrCorrupt) {
+		t.Fatalf("wrong offset: %v", err)
+	}
+}
