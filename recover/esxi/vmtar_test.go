@@ -199,7 +199,7 @@ type member struct {
 	body       string
 }
 
-func makeTar(t *testing.T, ms []member) []byte {
+func makeTar(t testing.TB, ms []member) []byte {
 	t.Helper()
 	var b bytes.Buffer
 	tw := tar.NewWriter(&b)
