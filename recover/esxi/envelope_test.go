@@ -8,7 +8,10 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"io"
 	"os"
+	"path/filepath"
+	"runtime"
 	"testing"
 
 	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
@@ -422,5 +425,45 @@ func TestFindEnd(t *testing.T) {
 	}
 	if _, err := FindEnd("img", bytes.NewReader(img), 100, int64(len(img))); !errors.Is(err, keysafe.ErrCorrupt) {
 		t.Fatalf("wrong offset: %v", err)
+	}
+}
+
+// TestDecryptBoundedMemory: decrypting allocates the same (about one
+// chunk) for an 8 MiB and a 48 MiB envelope: memory does not grow with
+// the input.
+func TestDecryptBoundedMemory(t *testing.T) {
+	alloc := func(size int) uint64 {
+		p := filepath.Join(t.TempDir(), "dump.ve")
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := NewWriter(f, testKey(), WriterOptions{KeyID: "k"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write(make([]byte, size))
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		st, _ := f.Stat()
+		e, err := Parse(p, f, st.Size())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m0, m1 runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&m0)
+		res, err := e.Decrypt(testKey(), io.Discard, DecryptOptions{})
+		runtime.ReadMemStats(&m1)
+		f.Close()
+		if err != nil || res.PayloadSize != int64(size) {
+			t.Fatalf("%v %v", res, err)
+		}
+		return m1.TotalAlloc - m0.TotalAlloc
+	}
+	small, large := alloc(8<<20), alloc(48<<20)
+	if large > 2*streamChunk || large > small+64<<10 {
+		t.Fatalf("decrypting 8 MiB allocated %d bytes, 48 MiB %d", small, large)
 	}
 }
