@@ -374,8 +374,21 @@ func esxiConfigAction(c *cli.Context) error {
 		}
 		return nil
 	}
+	if h.Encrypted() {
+		if _, err := h.Key(); err != nil { // sealed, missing or wrong: before making anything
+			return err
+		}
+	}
+	_, statErr := os.Stat(out)
 	if err := os.MkdirAll(out, 0o700); err != nil {
 		return err
+	}
+	if errors.Is(statErr, fs.ErrNotExist) {
+		defer func() {
+			if rep.Output == nil {
+				os.Remove(out) // made here, left empty by a failure
+			}
+		}()
 	}
 	dst := filepath.Join(out, esxi.NamePlain)
 	if err := esxiSameFile(dst, in); err != nil {
