@@ -64,6 +64,17 @@ func (t EntryType) String() string {
 // MarshalText makes JSON show the name.
 func (t EntryType) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
 
+// UnmarshalText reads a name MarshalText wrote.
+func (t *EntryType) UnmarshalText(b []byte) error {
+	for i, n := range entryTypeNames {
+		if n == string(b) {
+			*t = EntryType(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("esxi: unknown entry type %q", b)
+}
+
 // Entry is one archive member, from either reader.
 type Entry struct {
 	Name     string    `json:"name"` // as stored
