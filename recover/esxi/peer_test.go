@@ -67,13 +67,19 @@ func TestPeerPythonCryptography(t *testing.T) {
 		}
 		p := filepath.Join(t.TempDir(), "peer.ve")
 		os.WriteFile(p, env.Bytes(), 0o600)
-		out := python(t, p, hex.EncodeToString(key), ctx, hex.EncodeToString(iv), hex.EncodeToString(data1), hex.EncodeToString(data2))
-		if len(out) != 2 || out[0] != sha(payload) {
+		args := []string{p, hex.EncodeToString(key), ctx, hex.EncodeToString(iv)}
+		if i == 0 {
+			args = append(args, hex.EncodeToString(data1), hex.EncodeToString(data2))
+		}
+		out := python(t, args...)
+		if len(out) != len(args)-3 || out[0] != sha(payload) {
 			t.Fatalf("size %d: python reads %v, want %s", n, out, sha(payload))
 		}
-		derived, err := DeriveKeyStoreKey(data1, data2)
-		if err != nil || hex.EncodeToString(derived) != out[1] {
-			t.Fatalf("PBKDF2 differs from python: %x vs %s", derived, out[1])
+		if i == 0 {
+			derived, err := DeriveKeyStoreKey(data1, data2)
+			if err != nil || hex.EncodeToString(derived) != out[1] {
+				t.Fatalf("PBKDF2 differs from python: %x vs %s", derived, out[1])
+			}
 		}
 	}
 	// The real vector through the peer too.
