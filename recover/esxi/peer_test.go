@@ -72,7 +72,7 @@ func TestPeerPythonCryptography(t *testing.T) {
 			args = append(args, hex.EncodeToString(data1), hex.EncodeToString(data2))
 		}
 		out := python(t, args...)
-		if len(out) != len(args)-3 || out[0] != sha(payload) {
+		if len(out) != 1+len(args)/6 || out[0] != sha(payload) {
 			t.Fatalf("size %d: python reads %v, want %s", n, out, sha(payload))
 		}
 		if i == 0 {
