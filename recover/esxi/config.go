@@ -73,6 +73,7 @@ type HostConfig struct {
 	Notes      []string          `json:"notes,omitempty"`
 
 	closers []io.Closer
+	key     []byte // the key, once derived and checked
 }
 
 // Encrypted says whether the configuration is in an envelope.
@@ -357,6 +358,9 @@ func (h *HostConfig) Key() ([]byte, error) {
 	if h.Envelope == nil {
 		return nil, errors.New("esxi: the configuration is not encrypted")
 	}
+	if h.key != nil {
+		return h.key, nil
+	}
 	if h.KeyStore == nil {
 		return nil, &keysafe.KeyNotFoundError{Provider: "ESXi key store", KeyID: h.Envelope.KeyID,
 			Hint: "the host's " + NameKeyStore + " was not found with " + h.EnvelopeFrom}
@@ -371,6 +375,7 @@ func (h *HostConfig) Key() ([]byte, error) {
 	if err := h.Envelope.CheckKey(key); err != nil {
 		return nil, err
 	}
+	h.key = key
 	return key, nil
 }
 
