@@ -38,6 +38,7 @@ func init() {
 			&cli.StringFlag{Name: "negative", Usage: "break one thing: " + strings.Join(fixtures.Negatives(), " | ")},
 			&cli.StringFlag{Name: "name", Value: fixtures.DefaultName, Usage: "file base name of the VM"},
 			&cli.BoolFlag{Name: "json", Usage: "print fixture.json instead of a summary"},
+			&cli.BoolFlag{Name: "esxi", Usage: "make the ESXi host fixture instead (esxi_fixture.go): encrypted configuration, core dump, negatives"},
 		},
 		Action: fixtureAction,
 	})
@@ -49,6 +50,9 @@ func fixtureAction(c *cli.Context) error {
 		return usagef("fixture: want one OUTDIR, got %d arguments", len(args))
 	}
 	out := args[0]
+	if c.Bool("esxi") {
+		return esxiFixtureAction(c, out)
+	}
 	r := fixtures.Recipe{
 		Name:     c.String("name"),
 		Provider: c.String("provider"),
