@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -118,46 +117,7 @@ func (c ctxWriter) Write(p []byte) (int, error) {
 // after the tag verified); any failure removes it. It returns the sha256
 // and size of what was written.
 func esxiWriteStream(path string, replace bool, fill func(io.Writer) error) (string, int64, error) {
-	if !replace {
-		if _, err := os.Lstat(path); err == nil {
-			return "", 0, usagef("%s exists; use --force to replace it", path)
-		}
-	}
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return "", 0, err
-	}
-	name := tmp.Name()
-	defer os.Remove(name)
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return "", 0, err
-	}
-	h := sha256.New()
-	cw := &countWriter{w: io.MultiWriter(tmp, h)}
-	if err := fill(cw); err != nil {
-		tmp.Close()
-		return "", 0, err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return "", 0, err
-	}
-	if err := tmp.Close(); err != nil {
-		return "", 0, err
-	}
-	if replace {
-		err = os.Rename(name, path)
-	} else if err = os.Link(name, path); errors.Is(err, fs.ErrExist) {
-		return "", 0, usagef("%s exists; use --force to replace it", path)
-	} else if err != nil {
-		err = os.Rename(name, path) // a file system without hard links
-	}
-	if err != nil {
-		return "", 0, err
-	}
-	return hex.EncodeToString(h.Sum(nil)), cw.n, nil
+	return writeStream(path, replace, fill)
 }
 
 type countWriter struct {

@@ -115,12 +115,13 @@ func esxiEnvelopeKey(ctx context.Context, c *cli.Context, e *esxi.Envelope) ([]b
 	var wrong error
 	var hints []string
 	tried := 0
-	for _, s := range srcs {
-		if _, isPass := s.Passphrase(); isPass {
+	for _, src := range srcs {
+		s, ok := src.(keys.KEKSource)
+		if !ok {
 			continue // a passphrase opens VMs, not host keys
 		}
 		tried++
-		kek, err := esxiKEK(ctx, s, provider, e.KeyID)
+		kek, err := s.KEK(ctx, provider, e.KeyID)
 		var nf *keysafe.KeyNotFoundError
 		switch {
 		case errors.As(err, &nf):
@@ -154,14 +155,6 @@ func esxiEnvelopeKey(ctx context.Context, c *cli.Context, e *esxi.Envelope) ([]b
 		prov = "host key (KMS)"
 	}
 	return nil, "", fmt.Errorf("%s: %w", e.File, &keysafe.KeyNotFoundError{Provider: prov, KeyID: e.KeyID, Hint: hint})
-}
-
-// esxiKEK asks one key source for the key of keyID. It is the only call
-// of keys.Source.KEK in the esxi command: when KEK takes a context, pass
-// ctx here.
-func esxiKEK(ctx context.Context, s keys.Source, provider, keyID string) ([]byte, error) {
-	_ = ctx
-	return s.KEK(provider, keyID)
 }
 
 // esxiReadHexKey reads a 32-byte key written in hex (white space and a
