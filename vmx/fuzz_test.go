@@ -66,3 +66,39 @@ func FuzzDecryptData(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCheckSettings: any edit never panics; an accepted one keeps
+// dataFileKey and cryptoState as they were, and its every new line is a
+// comment, a blank line or a quoted setting.
+func FuzzCheckSettings(f *testing.F) {
+	old := []byte("# c\nnvram = \"x\"\ndataFileKey = \"type=key:cipher=AES-256:key=AAAA\"\ncryptoState = \"encrypted\"\n")
+	f.Add(old, append(old, "a = \"b\"\n"...))
+	f.Add(old, []byte("nvram = \"x\r\n"))
+	f.Add([]byte("a = \"1\"\r\n"), []byte("a = \"1\"\r\na = \"2\"\r\n\xff = \"|22\"\n"))
+	f.Fuzz(func(t *testing.T, old, edited []byte) {
+		if len(old) > 4096 || len(edited) > 4096 {
+			return
+		}
+		if err := CheckSettings(old, edited); err != nil {
+			return
+		}
+		of, _ := ParseBytes(old)
+		nf, _ := ParseBytes(edited)
+		for _, k := range protectedKeys {
+			a, aok := of.Get(k)
+			b, bok := nf.Get(k)
+			if a != b || aok != bok || of.Count(k) != nf.Count(k) {
+				t.Fatalf("%s changed and was accepted", k)
+			}
+		}
+		seen := map[string]bool{}
+		for _, l := range of.Lines {
+			seen[l.Raw] = true
+		}
+		for _, l := range nf.Lines {
+			if !seen[l.Raw] && l.Kind == Other {
+				t.Fatalf("odd line %q accepted", l.Raw)
+			}
+		}
+	})
+}
