@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"testing"
 
+	"github.com/vmcrypt/vmcrypt/vmdk"
 	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
 )
 
@@ -99,6 +100,30 @@ func FuzzCheckSettings(f *testing.F) {
 			if !seen[l.Raw] && l.Kind == Other {
 				t.Fatalf("odd line %q accepted", l.Raw)
 			}
+		}
+	})
+}
+
+// FuzzRewrapDescriptor: any descriptor text never panics; a rewrap that
+// succeeds changes only the encryptionKeys line and reads back the keys.
+func FuzzRewrapDescriptor(f *testing.F) {
+	f.Add([]byte("# Disk DescriptorFile\nversion=1\nencryptionKeys=\"old\"\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"monolithicSparse\"\nRW 2048 SPARSE \"d.vmdk\"\nddb.iofilters = \"vmwarevmcrypt\"\n"))
+	f.Add([]byte("encryptionKeys = old\r\ncreateType=\"x\"\r\n"))
+	f.Add([]byte("encryptionKeys=\"a\"\nencryptionKeys=\"b\"\ncreateType=\"x\"\n"))
+	f.Fuzz(func(t *testing.T, text []byte) {
+		if len(text) > 8192 {
+			return
+		}
+		out, err := RewrapDescriptor(text, "fuzz", "vmware:key/list/()")
+		if err != nil {
+			return
+		}
+		d, err := vmdk.ParseDescriptor(out, "fuzz")
+		if err != nil || d.EncryptionKeys != "vmware:key/list/()" {
+			t.Fatalf("rewrapped text does not read back: %v", err)
+		}
+		if bytes.Count(out, []byte("\n")) != bytes.Count(text, []byte("\n")) {
+			t.Fatal("line count changed")
 		}
 	})
 }
