@@ -179,4 +179,3 @@ func TestVMXSetKeyProvider(t *testing.T) {
 		t.Fatal("the setting is not there")
 	}
 }
-
