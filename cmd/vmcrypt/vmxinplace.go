@@ -50,6 +50,12 @@ func vmxTarget(c *cli.Context, in string) (out string, inPlace bool, err error) 
 		if err := vmxRegularTarget(in); err != nil {
 			return "", false, err
 		}
+		// Before any work (the disks' backups are checked when known).
+		if w := (vmxWrite{path: in}); !c.Bool("force") {
+			if _, err := os.Lstat(w.backup()); err == nil {
+				return "", false, usagef("%s exists (a backup of an earlier run?): move it away, or use --force to replace it", w.backup())
+			}
+		}
 		return "", true, nil
 	case c.String("output") == "":
 		return "", false, usagef("%s needs -o OUT, or --in-place to change the VM itself", c.Command.FullName())
