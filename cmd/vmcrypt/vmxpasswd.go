@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
+	"github.com/vmcrypt/vmcrypt/vmdk"
 	"github.com/vmcrypt/vmcrypt/vmx"
 	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
 )
@@ -36,6 +37,7 @@ func vmxPasswdCommand() *cli.Command {
 			&cli.StringFlag{Name: "new-passphrase-file", Usage: "read the new passphrase from `FILE` (a leading BOM and one trailing newline are dropped); without it, asked twice on the terminal"},
 			&cli.BoolFlag{Name: "allow-empty", Usage: "accept an empty new passphrase"},
 			&cli.IntFlag{Name: "rounds", Usage: "PBKDF2 `ROUNDS` of the new passphrase (0: keep the VM's)"},
+			&cli.BoolFlag{Name: "allow-unsafe-paths", Usage: "follow disk extent and parent paths that leave the VM folder (their descriptors change too)"},
 		),
 		Action: vmxPasswd,
 	}
@@ -86,7 +88,10 @@ func vmxPasswd(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", in, err)
 	}
-	links, err := vmx.ChangeDiskPassphrases(filepath.Dir(in), r.Settings, old, newPass, opt, nil, rand.Reader)
+	// Only the descriptors are read and changed, never the data: a chain
+	// whose content ids disagree is rewrapped like any other.
+	vopt := &vmdk.OpenOptions{AllowUnsafePaths: c.Bool("allow-unsafe-paths"), AllowCIDMismatch: true}
+	links, err := vmx.ChangeDiskPassphrases(filepath.Dir(in), r.Settings, old, newPass, opt, vopt, rand.Reader)
 	if err != nil {
 		return fmt.Errorf("%s: no file was changed: %w", in, err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/vmcrypt/vmcrypt/fixtures"
 	"github.com/vmcrypt/vmcrypt/vmdk"
 	"github.com/vmcrypt/vmcrypt/vmx"
+	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
 )
 
 // The peer that decrypts Workstation data files with the VM's password
@@ -413,5 +414,38 @@ func TestVMXPasswdRefusals(t *testing.T) {
 	}
 	if code, _ := decryptVMX(t, in, newFile); code != 0 {
 		t.Fatalf("after --force: exit %d", code)
+	}
+}
+
+// Only descriptors are read and written: a snapshot whose parentCID does
+// not match its parent (which recover refuses without a flag) is rewrapped
+// like any other chain.
+func TestVMXPasswdCIDMismatch(t *testing.T) {
+	noEnvPassphrase(t)
+	vm, _, oldFile := passFixture(t, fixtures.Recipe{Provider: fixtures.ProviderPassphrase, Disk: vmdk.SubformatMonolithicSparse, Size: 1 << 20, Snapshot: true, Seed: 1508})
+	delta := filepath.Join(vm, "fixture-000001.vmdk")
+	b, _ := os.ReadFile(delta)
+	i := bytes.Index(b, []byte("parentCID="))
+	copy(b[i+len("parentCID="):], "0badc1d0")
+	os.WriteFile(delta, b, 0o644)
+	if code, _, _ := runCLI(t, "unlock", filepath.Join(vm, "fixture.vmx"), "--passphrase-file", oldFile); code != exitCorrupt {
+		t.Fatalf("the chain should be refused by unlock: exit %d", code)
+	}
+	newFile := passFile(t, "new")
+	if code, _, stderr := runCLI(t, "vmx", "passwd", filepath.Join(vm, "fixture.vmx"), "--in-place", "--passphrase-file", oldFile, "--new-passphrase-file", newFile); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, n := range []string{"fixture.vmdk", "fixture-000001.vmdk"} {
+		d, err := vmdk.ReadDescriptor(filepath.Join(vm, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := keysafe.Parse(d.EncryptionKeys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := keysafe.UnlockPhrase(l.Pairs()[0], []byte("new")); err != nil {
+			t.Fatalf("%s: %v", n, err)
+		}
 	}
 }
