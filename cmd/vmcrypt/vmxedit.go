@@ -197,6 +197,11 @@ func vmxEditLoop(c *cli.Context, in string, vf *vmx.File, vm *vmOpenedVM) (*vmx.
 		if err != nil {
 			return nil, err
 		}
+		// An editor that saves UTF-8 with a byte-order mark (Notepad did)
+		// added it: encryption.data does not hold one.
+		if !bytes.HasPrefix(text, []byte("\xef\xbb\xbf")) {
+			edited = bytes.TrimPrefix(edited, []byte("\xef\xbb\xbf"))
+		}
 		if bytes.Equal(edited, text) {
 			fmt.Fprintf(c.App.Writer, "%s: the settings were not changed; nothing written\n", in)
 			return nil, nil

@@ -69,6 +69,7 @@ func TestVMXEdit(t *testing.T) {
 		{"the editor fails", `exit 3`, exitFailure},
 		{"the file is removed", `rm "$1"`, exitFailure},
 		{"nothing changed", `true`, 0},
+		{"nothing changed but a byte-order mark", `printf '\357\273\277' | cat - "$1" > "$1.x" && mv "$1.x" "$1"`, 0},
 	} {
 		ed, _ := editorScript(t, c.script)
 		t.Setenv("EDITOR", ed)
