@@ -24,8 +24,8 @@ func init() {
 	}
 	register(&cli.Command{
 		Name:  "vmx",
-		Usage: "decrypt or encrypt a .vmx file, or export its passphrase hash",
-		Subcommands: []*cli.Command{
+		Usage: "decrypt or encrypt a .vmx file, export its passphrase hash, change its passphrase or settings",
+		Subcommands: append([]*cli.Command{
 			{
 				Name:      "decrypt",
 				Usage:     "write the VMX with its encryption.data decrypted (plain header lines, then the settings)",
@@ -53,7 +53,7 @@ func init() {
 				},
 				Action: vmxHash,
 			},
-		},
+		}, vmxChangeCommands()...),
 	})
 }
 

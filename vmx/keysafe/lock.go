@@ -232,37 +232,43 @@ func seal(k *Key, macName string, encKey, macKey []byte, rand io.Reader) ([]byte
 // rounds (DefaultRounds when 0) and a KEK for cipher (AES-256 or
 // XTS-AES-256), MAC HMAC-SHA-1.
 func LockPhrase(k *Key, passphrase []byte, cipherName string, rounds int, rand io.Reader) (*Pair, error) {
+	p, _, err := lockPhrase(k, passphrase, cipherName, rounds, rand)
+	return p, err
+}
+
+// lockPhrase is LockPhrase that also returns the KEK it derived.
+func lockPhrase(k *Key, passphrase []byte, cipherName string, rounds int, rand io.Reader) (*Pair, []byte, error) {
 	if rounds == 0 {
 		rounds = DefaultRounds
 	}
 	if KeyLen(cipherName) == 0 {
-		return nil, fmt.Errorf("passphrase cipher %q: %w", cipherName, ErrUnsupported)
+		return nil, nil, fmt.Errorf("passphrase cipher %q: %w", cipherName, ErrUnsupported)
 	}
 	if rounds < 1 || rounds > MaxRounds {
-		return nil, fmt.Errorf("PBKDF2 rounds %d outside 1..%d: %w", rounds, MaxRounds, ErrUnsupported)
+		return nil, nil, fmt.Errorf("PBKDF2 rounds %d outside 1..%d: %w", rounds, MaxRounds, ErrUnsupported)
 	}
 	id := make([]byte, 8)
 	salt := make([]byte, 16)
 	if _, err := io.ReadFull(rand, id); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if _, err := io.ReadFull(rand, salt); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	pp := &PhraseParams{Pass2Key: Pass2KeyPBKDF2, Cipher: cipherName, Rounds: rounds, Salt: salt}
 	kek, err := DerivePhraseKEK(pp, passphrase)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	locked, err := seal(k, MACSHA1, kek[:32], kek, rand)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	return &Pair{
 		Locker: &Locator{Type: TypePhrase, UniqueID: base64.StdEncoding.EncodeToString(id), KeyGenData: pp.String()},
 		MAC:    MACSHA1,
 		Locked: locked,
-	}, nil
+	}, kek, nil
 }
 
 // LockFQID wraps k under a key provider's KEK: an fqid locker with a null
