@@ -2,6 +2,7 @@ package vmdk
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"os"
@@ -14,7 +15,7 @@ func writeSmall(t testing.TB, subformat string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "d.vmdk")
 	src := bytes.Repeat([]byte{7}, 1<<20)
-	if err := Write(p, bytes.NewReader(src), int64(len(src)), nil, &WriteOptions{Subformat: subformat, EncryptionKeys: "vmware:key/list/()"}); err != nil {
+	if err := Write(context.Background(), p, bytes.NewReader(src), int64(len(src)), nil, &WriteOptions{Subformat: subformat, EncryptionKeys: "vmware:key/list/()"}); err != nil {
 		t.Fatal(err)
 	}
 	return p

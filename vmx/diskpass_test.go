@@ -2,6 +2,7 @@ package vmx
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
@@ -44,7 +45,7 @@ func writeDisk(t testing.TB, path, sub, keys string, parent *vmdk.ParentInfo) {
 	if keys != "" {
 		o.IOFilters = "vmwarevmcrypt"
 	}
-	if err := vmdk.Write(path, bytes.NewReader(src), int64(len(src)), nil, o); err != nil {
+	if err := vmdk.Write(context.Background(), path, bytes.NewReader(src), int64(len(src)), nil, o); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -16,7 +16,7 @@ import (
 // testdata reads a file copied into testdata/ (see testdata/SOURCES.md).
 func testdata(t testing.TB, name string) []byte {
 	t.Helper()
-	b, err := os.ReadFile("testdata/" + name)
+	b, err := os.ReadFile("testdata/vectors/" + name)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -67,6 +67,25 @@ func vmOneArg(c *cli.Context, what string) (string, error) {
 	return pos[0], nil
 }
 
+// vmLoadVMX takes the command's single argument (a VM folder or a .vmx),
+// finds the .vmx (vm.FindVMX) and reads it, for commands that change the
+// VMX file itself.
+func vmLoadVMX(c *cli.Context, what string) (string, *vmx.File, error) {
+	arg, err := vmOneArg(c, what)
+	if err != nil {
+		return "", nil, err
+	}
+	path, err := vm.FindVMX(arg)
+	if err != nil {
+		return "", nil, err
+	}
+	vf, err := vmx.ReadFile(path)
+	if err != nil {
+		return "", nil, err
+	}
+	return path, vf, nil
+}
+
 // vmxCheckOutput refuses, before any work, an OUT that exists without
 // --force or that is the input itself.
 func vmxCheckOutput(c *cli.Context, in string) (string, error) {

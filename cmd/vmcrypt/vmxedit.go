@@ -18,6 +18,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
+	"github.com/vmcrypt/vmcrypt/recover/vm"
 	"github.com/vmcrypt/vmcrypt/vmx"
 )
 
@@ -84,11 +85,11 @@ func vmxSet(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	in, err := vmLocateVMX(pos[0])
+	in, err := vm.FindVMX(pos[0])
 	if err != nil {
 		return err
 	}
-	vf, err := vmReadVMX(in)
+	vf, err := vmx.ReadFile(in)
 	if err != nil {
 		return err
 	}
@@ -96,11 +97,12 @@ func vmxSet(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	vm, err := vmxOpenForChange(c, in, vf)
+	v, err := vmxOpenForChange(c, in)
 	if err != nil {
 		return err
 	}
-	nf, applied, err := vmx.Apply(vf, vm.key, changes, rand.Reader)
+	defer v.Close()
+	nf, applied, err := vmx.Apply(vf, v.ConfigKey, changes, rand.Reader)
 	if err != nil {
 		return vmxEditRefusal(in, err)
 	}
@@ -117,12 +119,16 @@ func vmxSet(c *cli.Context) error {
 
 // vmxOpenForChange opens the VM with the user's key options (any source:
 // set and edit work on key-provider VMs too).
-func vmxOpenForChange(c *cli.Context, in string, vf *vmx.File) (*vmOpenedVM, error) {
-	srcs, err := keySources(c, vmPromptFor(vf))
+func vmxOpenForChange(c *cli.Context, in string) (*vm.VM, error) {
+	v, err := vmOpen(c, in, vmOpenMode{depth: vm.SettingsOnly, prompt: true})
 	if err != nil {
 		return nil, err
 	}
-	return vmOpenVMX(in, vf, srcs)
+	if !v.Encrypted() {
+		v.Close()
+		return nil, fmt.Errorf("%s: edit the plain VMX itself: %w", in, vm.ErrNotEncrypted)
+	}
+	return v, nil
 }
 
 // vmxWriteChanged writes the changed VMX: nothing when it did not change.
@@ -157,11 +163,12 @@ func vmxEdit(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	vm, err := vmxOpenForChange(c, in, vf)
+	v, err := vmxOpenForChange(c, in)
 	if err != nil {
 		return err
 	}
-	nf, err := vmxEditLoop(c, in, vf, vm)
+	defer v.Close()
+	nf, err := vmxEditLoop(c, in, vf, v)
 	if err != nil || nf == nil {
 		return err
 	}
@@ -173,7 +180,7 @@ func vmxEdit(c *cli.Context) error {
 // edit reopens the editor on a terminal, and is a usage error (exit 2)
 // otherwise. The plaintext lives in a private folder (0700) that is removed
 // on every way out, signals included.
-func vmxEditLoop(c *cli.Context, in string, vf *vmx.File, vm *vmOpenedVM) (*vmx.File, error) {
+func vmxEditLoop(c *cli.Context, in string, vf *vmx.File, v *vm.VM) (*vmx.File, error) {
 	dir, err := os.MkdirTemp(vmxPrivateTempRoot(), "vmcrypt-edit-")
 	if err != nil {
 		return nil, err
@@ -183,7 +190,7 @@ func vmxEditLoop(c *cli.Context, in string, vf *vmx.File, vm *vmOpenedVM) (*vmx.
 		return nil, err
 	}
 	name := filepath.Join(dir, filepath.Base(in))
-	text := vm.decrypted.Text
+	text := v.Decrypted.Text
 	if err := os.WriteFile(name, text, 0o600); err != nil {
 		return nil, err
 	}
@@ -206,7 +213,7 @@ func vmxEditLoop(c *cli.Context, in string, vf *vmx.File, vm *vmOpenedVM) (*vmx.
 			fmt.Fprintf(c.App.Writer, "%s: the settings were not changed; nothing written\n", in)
 			return nil, nil
 		}
-		nf, err := vmx.Reseal(vf, vm.key, edited, rand.Reader)
+		nf, err := vmx.Reseal(vf, v.ConfigKey, edited, rand.Reader)
 		if err == nil {
 			return nf, nil
 		}

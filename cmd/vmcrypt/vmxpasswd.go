@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
+	"github.com/vmcrypt/vmcrypt/recover/vm"
 	"github.com/vmcrypt/vmcrypt/vmdk"
 	"github.com/vmcrypt/vmcrypt/vmx"
 	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
@@ -62,7 +63,7 @@ func vmxPasswd(c *cli.Context) error {
 		return fmt.Errorf("%s: %w", in, err)
 	}
 	if ks == nil {
-		return fmt.Errorf("%s is not encrypted: it has no passphrase", in)
+		return fmt.Errorf("%s has no passphrase: %w", in, vm.ErrNotEncrypted)
 	}
 	if !vmxHasPhrase(ks) {
 		return vmxNotPassphrase(in, ks)

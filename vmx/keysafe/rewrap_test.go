@@ -15,7 +15,7 @@ import (
 // (see testdata/SOURCES.md).
 func testdataKeySafe(t testing.TB, name string) *Locator {
 	t.Helper()
-	b, err := os.ReadFile("testdata/" + name)
+	b, err := os.ReadFile("../testdata/vectors/" + name)
 	if err != nil {
 		t.Fatal(err)
 	}
