@@ -485,7 +485,7 @@ func TestRecoverSuspendAndMemoryFiles(t *testing.T) {
 		enc := !strings.HasPrefix(name, "plain")
 		found = false
 		for _, f := range rep.DataFiles {
-			found = found || (f.Output == name && f.Encrypted == enc && f.MACChecked == enc)
+			found = found || (f.Output == name && f.Encrypted == enc && (f.MAC == datafile.MACModel) == enc)
 		}
 		if !found {
 			t.Fatalf("%s: not in the report's data files as encrypted=%v", name, enc)

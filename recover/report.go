@@ -53,7 +53,9 @@ type FileReport struct {
 	Output     string `json:"output"`
 	Encrypted  bool   `json:"encrypted"`
 	Size       int64  `json:"size"`
-	MACChecked bool   `json:"macChecked"`
+	// MAC: "verified (model)", "not checked (unknown scheme)", "not
+	// checked (ignored)"; empty for plain files.
+	MAC string `json:"mac,omitempty"`
 }
 
 // Output is one written file with its sha256.

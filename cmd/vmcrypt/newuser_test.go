@@ -16,7 +16,10 @@ import (
 
 	"github.com/vmcrypt/vmcrypt/fixtures"
 	"github.com/vmcrypt/vmcrypt/recover"
+	"github.com/vmcrypt/vmcrypt/recover/datafile"
+	"github.com/vmcrypt/vmcrypt/recover/keys"
 	"github.com/vmcrypt/vmcrypt/recover/scan"
+	"github.com/vmcrypt/vmcrypt/recover/vm"
 	"github.com/vmcrypt/vmcrypt/vmdk"
 	"github.com/vmcrypt/vmcrypt/vmdk/outfile"
 )
@@ -373,5 +376,80 @@ func TestNKPPasswordMessages(t *testing.T) {
 	code, _, stderr = runCLI(t, "recover", filepath.Join(fx.Dir, fixtures.VMDir), "-o", filepath.Join(t.TempDir(), "o"), "--nkp-backup", bk)
 	if code != exitWrongKey || !strings.Contains(stderr, "no password was given") {
 		t.Fatalf("no password: exit %d: %s", code, stderr)
+	}
+}
+
+// Issue 11, data files: a real VMware data file has page MACs of a scheme
+// that is not public. Random MACs recover (exit 0, a warning, "not
+// checked" in the report); half model and half random is damaged (exit 5);
+// --strict-mac refuses the unknown scheme (exit 5).
+func TestRecoverDataFileMACRule(t *testing.T) {
+	fx := recFixture(t, fixtures.Recipe{Provider: fixtures.ProviderPassphrase, Size: fixtures.MinDiskSize, Seed: 470})
+	vmDir := filepath.Join(fx.Dir, fixtures.VMDir)
+	pass, err := readSecretFile(filepath.Join(fx.Dir, fx.Manifest.Secrets.PassphraseFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srcs := []keys.Source{keys.NewPassphrase(pass)}
+	v, err := vm.OpenVM(context.Background(), vmDir, &vm.Options{Resolver: keys.NewResolver(srcs...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nv *vm.DataFile
+	for _, f := range v.DataFiles {
+		if f.Kind == vm.KindNVRAM {
+			nv = f
+		}
+	}
+	r, err := nv.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	plainNV := make([]byte, r.Size())
+	if _, err := r.ReadAt(plainNV, 0); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	key := v.DataFileKey.Bytes
+	v.Close()
+	model, _ := os.ReadFile(nv.Path)
+	var unknown bytes.Buffer
+	if err := datafile.EncryptWith(&unknown, bytes.NewReader(plainNV), int64(len(plainNV)), key, nv.Header.Version, rand.Reader, &datafile.EncryptOptions{UnknownMAC: true}); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(nv.Path, unknown.Bytes(), 0o644)
+	out := filepath.Join(t.TempDir(), "o")
+	code, stdout, e := runCLI(t, append([]string{"recover", vmDir, "-o", out}, recKeyArgs(fx)...)...)
+	if code != exitOK || !strings.Contains(stdout, "match no known scheme") {
+		t.Fatalf("unknown MACs: exit %d: %s %s", code, stdout, e)
+	}
+	var rep recover.Report
+	b, _ := os.ReadFile(filepath.Join(out, recover.ReportName))
+	json.Unmarshal(b, &rep)
+	got := ""
+	for _, f := range rep.DataFiles {
+		if f.Output == filepath.Base(nv.Path) {
+			got = f.MAC
+		}
+	}
+	if got != datafile.MACUnknown {
+		t.Fatalf("report says %q", got)
+	}
+	if b, _ := os.ReadFile(filepath.Join(out, filepath.Base(nv.Path))); !bytes.Equal(b, plainNV) {
+		t.Fatal("the unknown-MAC file did not recover exactly")
+	}
+	if code, _, _ := runCLI(t, append([]string{"recover", vmDir, "-o", filepath.Join(t.TempDir(), "o"), "--strict-mac"}, recKeyArgs(fx)...)...); code != exitCorrupt {
+		t.Fatalf("--strict-mac: exit %d, want %d", code, exitCorrupt)
+	}
+	mixed := append([]byte(nil), model...)
+	half := datafile.HeaderSize + (len(model)-datafile.HeaderSize)/datafile.PageSize/2*datafile.PageSize
+	copy(mixed[half:], unknown.Bytes()[half:])
+	os.WriteFile(nv.Path, mixed, 0o644)
+	out = filepath.Join(t.TempDir(), "o")
+	if code, _, _ := runCLI(t, append([]string{"recover", vmDir, "-o", out}, recKeyArgs(fx)...)...); code != exitCorrupt {
+		t.Fatalf("half model, half random: exit %d, want %d", code, exitCorrupt)
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Fatal("OUTDIR created for a damaged file")
 	}
 }
