@@ -119,23 +119,32 @@ func UnlockPhraseKEK(p *Pair, kek []byte) (*Key, error) {
 
 // UnlockFQID opens a key-provider pair with the provider's 32-byte KEK.
 //
-// MODEL (FORMATS.md §7): locked data = IV || AES-256-CBC(KEK, PKCS#7(dict))
-// || HMAC-SHA256(KEK, dict). A MAC mismatch is ErrWrongKey.
+// MODEL (docs/formats.md §7): locked data = IV || AES-256-CBC(KEK,
+// PKCS#7(plain)) || HMAC-SHA256(KEK, plain), plain one or more crypto dicts
+// (one per line), the type=key one the config key (bundle.go). Any length
+// 16 + 16n + 32 is read. A MAC mismatch is ErrWrongKey.
 func UnlockFQID(p *Pair, kek []byte) (*Key, error) {
-	if err := p.Validate(); err != nil {
-		return nil, err
-	}
-	if p.Locker.Type != TypeFQID {
-		return nil, fmt.Errorf("pair is locked by %q, not a key provider: %w", p.Locker.Type, ErrUnsupported)
-	}
-	if len(kek) != FQIDKEKLen {
-		return nil, fmt.Errorf("KEK of %d bytes, want %d: %w", len(kek), FQIDKEKLen, ErrWrongKey)
-	}
-	return open(p, kek, kek)
+	k, _, err := UnlockFQIDBundle(p, kek)
+	return k, err
 }
 
-// open decrypts and authenticates the locked data of a validated pair.
+// open decrypts and authenticates the locked data of a validated pair and
+// parses its key dict.
 func open(p *Pair, encKey, macKey []byte) (*Key, error) {
+	dict, err := openPlain(p, encKey, macKey)
+	if err != nil {
+		return nil, err
+	}
+	k, err := ParseKeyDict(string(dict))
+	if err != nil {
+		return nil, fmt.Errorf("key safe opened but holds a bad key dict: %w", err)
+	}
+	return k, nil
+}
+
+// openPlain decrypts and authenticates the locked data of a validated
+// pair.
+func openPlain(p *Pair, encKey, macKey []byte) ([]byte, error) {
 	newMAC, macLen, _ := macSpec(p.MAC)
 	iv := p.Locked[:aes.BlockSize]
 	ct := p.Locked[aes.BlockSize : len(p.Locked)-macLen]
@@ -152,11 +161,7 @@ func open(p *Pair, encKey, macKey []byte) (*Key, error) {
 	if !hmac.Equal(m.Sum(nil)[:macLen], tag) {
 		return nil, fmt.Errorf("MAC mismatch: %w", ErrWrongKey)
 	}
-	k, err := ParseKeyDict(string(dict))
-	if err != nil {
-		return nil, fmt.Errorf("key safe opened but holds a bad key dict: %w", err)
-	}
-	return k, nil
+	return dict, nil
 }
 
 // cbcOpen decrypts AES-256-CBC and strips PKCS#7 padding strictly. ok is
