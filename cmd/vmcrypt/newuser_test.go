@@ -7,6 +7,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -452,4 +454,92 @@ func TestRecoverDataFileMACRule(t *testing.T) {
 	if _, err := os.Stat(out); err == nil {
 		t.Fatal("OUTDIR created for a damaged file")
 	}
+}
+
+// Issue 11, format report: everything a maintainer needs, and no key,
+// passphrase, salt, plaintext or ciphertext byte, in any encoding.
+func TestFormatReportHoldsNoSecret(t *testing.T) {
+	for _, r := range []fixtures.Recipe{
+		{Provider: fixtures.ProviderPassphrase, Snapshot: true, Memory: true, VTPM: true, Seed: 490},
+		{Provider: fixtures.ProviderKMS, Bundle: 288, Seed: 491},
+	} {
+		fx := recFixture(t, r)
+		vmDir := filepath.Join(fx.Dir, fixtures.VMDir)
+		code, out, e := runCLI(t, append([]string{"inspect", vmDir, "--format-report"}, recKeyArgs(fx)...)...)
+		if code != exitOK {
+			t.Fatalf("exit %d: %s", code, e)
+		}
+		var rep vm.FormatReport
+		if err := json.Unmarshal([]byte(out), &rep); err != nil || !rep.Opened || len(rep.Disks) == 0 || len(rep.KeySafe) == 0 {
+			t.Fatalf("%v: %s", err, out)
+		}
+		// The secrets and every byte sequence worth hiding.
+		var secrets [][]byte
+		for _, f := range []string{fx.Manifest.Secrets.PassphraseFile, fx.Manifest.Secrets.KEKFile} {
+			if f != "" {
+				b, _ := readSecretFile(filepath.Join(fx.Dir, f))
+				secrets = append(secrets, b)
+			}
+		}
+		srcs, _ := keySourcesForTest(t, fx)
+		v, err := vm.OpenVM(context.Background(), vmDir, &vm.Options{Resolver: keys.NewResolver(srcs...)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		secrets = append(secrets, v.ConfigKey.Bytes, v.DataFileKey.Bytes)
+		for _, p := range v.KeySafe.Pairs() {
+			secrets = append(secrets, p.Locked[:16], p.Locked[16:32], p.Locked[len(p.Locked)-16:])
+		}
+		plain := make([]byte, 64<<10)
+		d := v.Disks[0]
+		for _, run := range d.Plain.Runs() {
+			if run.State == vmdk.Data {
+				d.Plain.ReadAt(plain, run.Off)
+				for i := 0; i+32 <= len(plain); i += 4096 {
+					if !vmdk.AllZero(plain[i : i+32]) {
+						secrets = append(secrets, append([]byte(nil), plain[i:i+32]...))
+					}
+				}
+				d.VMDK.ReadAt(plain, run.Off) // the stored ciphertext
+				for i := 0; i+32 <= len(plain); i += 4096 {
+					if !vmdk.AllZero(plain[i : i+32]) {
+						secrets = append(secrets, append([]byte(nil), plain[i:i+32]...))
+					}
+				}
+				break
+			}
+		}
+		v.Close()
+		for _, s := range secrets {
+			if len(s) < 6 {
+				continue
+			}
+			for _, enc := range []string{string(s), hex.EncodeToString(s), base64.StdEncoding.EncodeToString(s)[:8], base64.RawURLEncoding.EncodeToString(s)[:8]} {
+				if strings.Contains(out, enc) {
+					t.Fatalf("the format report holds a secret (%q): %s", enc, out)
+				}
+			}
+		}
+	}
+}
+
+// keySourcesForTest builds the key sources of a fixture's secrets.
+func keySourcesForTest(t *testing.T, fx *fixtures.Fixture) ([]keys.Source, error) {
+	t.Helper()
+	var srcs []keys.Source
+	if f := fx.Manifest.Secrets.PassphraseFile; f != "" {
+		p, err := readSecretFile(filepath.Join(fx.Dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		srcs = append(srcs, keys.NewPassphrase(p))
+	}
+	if f := fx.Manifest.Secrets.KEKFile; f != "" {
+		kf, err := keys.OpenKEKFile(filepath.Join(fx.Dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		srcs = append(srcs, kf)
+	}
+	return srcs, nil
 }

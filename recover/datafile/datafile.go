@@ -624,3 +624,34 @@ func EncryptWith(dst io.Writer, src io.Reader, size int64, dataFileKey []byte, v
 func IsDataFile(b []byte) bool {
 	return len(b) >= 4 && bytes.Equal(b[:4], binary.LittleEndian.AppendUint32(nil, Magic))
 }
+
+// MACSurvey checks the MODEL MAC of up to max pages spread over the file
+// (for a format report): how many were checked and how many matched.
+func MACSurvey(r io.ReaderAt, size int64, dataFileKey []byte, max int) (checked, matched int, err error) {
+	rd, err := NewReader(r, size, dataFileKey, &Options{IgnoreMAC: true})
+	if err != nil {
+		return 0, 0, err
+	}
+	st := rd.pool.Get().(*pageState)
+	defer rd.pool.Put(st)
+	pages := rd.hdr.Pages()
+	n := min(pages, int64(max))
+	for i := int64(0); i < n; i++ {
+		pg := i * (pages - 1) / max64(n-1, 1)
+		if k, err := r.ReadAt(st.page[:], HeaderSize+pg*PageSize); k != PageSize {
+			return checked, matched, noEOF(err)
+		}
+		checked++
+		if rd.macMatches(st, pg, st.page[:]) {
+			matched++
+		}
+	}
+	return checked, matched, nil
+}
+
+func max64(a, b int64) int64 {
+	if a > b {
+		return a
+	}
+	return b
+}
