@@ -62,9 +62,10 @@ type Writer struct {
 	depth int
 	store bool
 
-	win  []byte // history (historySize) then the pending block
-	n    int    // pending bytes in win[historySize:]
-	abs  int64  // absolute position of win[historySize]
+	win  []byte // earlier input (at least historySize bytes) then the pending block
+	p    int    // index in win of the pending block
+	n    int    // pending bytes in win[p:]
+	abs  int64  // absolute position of win[p]
 	head []int64
 	prev []int64
 	out  []byte
@@ -78,6 +79,15 @@ type Writer struct {
 // NewWriter returns a Writer that writes the container to w. Close must be
 // called to write the last (short) block.
 func NewWriter(w io.Writer, opts *WriterOptions) (*Writer, error) {
+	e := &Writer{}
+	if err := e.Reset(w, opts); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// Reset makes e write a new container to w with opts, keeping its buffers.
+func (e *Writer) Reset(w io.Writer, opts *WriterOptions) error {
 	var o WriterOptions
 	if opts != nil {
 		o = *opts
@@ -86,17 +96,26 @@ func NewWriter(w io.Writer, opts *WriterOptions) (*Writer, error) {
 		o.BlockSize = BlockSize
 	}
 	if o.BlockSize < 1 || o.BlockSize > MaxBlockSize {
-		return nil, fmt.Errorf("memory: block size %d outside 1..%d", o.BlockSize, MaxBlockSize)
+		return fmt.Errorf("memory: block size %d outside 1..%d", o.BlockSize, MaxBlockSize)
 	}
 	if o.ChainDepth <= 0 {
 		o.ChainDepth = 16
 	}
-	e := &Writer{
+	*e = Writer{
 		w: w, bs: o.BlockSize, depth: o.ChainDepth, store: o.Store,
-		win:  make([]byte, historySize+o.BlockSize),
-		head: make([]int64, 1<<hashBits),
-		prev: make([]int64, 1<<chainBits),
-		out:  make([]byte, 0, MaxCompressedSize(o.BlockSize)),
+		win: e.win, head: e.head, prev: e.prev, out: e.out[:0],
+	}
+	if len(e.win) < historySize+max(o.BlockSize, minWindow) {
+		e.win = make([]byte, historySize+max(o.BlockSize, minWindow))
+	}
+	clear(e.win[:historySize])
+	e.p = historySize
+	if e.head == nil {
+		e.head = make([]int64, 1<<hashBits)
+		e.prev = make([]int64, 1<<chainBits)
+	}
+	if cap(e.out) < MaxCompressedSize(o.BlockSize) {
+		e.out = make([]byte, 0, MaxCompressedSize(o.BlockSize))
 	}
 	for i := range e.head {
 		e.head[i] = noPos
@@ -105,7 +124,7 @@ func NewWriter(w io.Writer, opts *WriterOptions) (*Writer, error) {
 	for p := int64(-64); p < -3; p++ {
 		e.insert(p)
 	}
-	return e, nil
+	return nil
 }
 
 // Stats returns what the Writer has emitted so far.
@@ -121,7 +140,7 @@ func (e *Writer) Write(p []byte) (int, error) {
 	}
 	total := 0
 	for len(p) > 0 {
-		k := copy(e.win[historySize+e.n:], p)
+		k := copy(e.win[e.p+e.n:e.p+e.bs], p)
 		e.n += k
 		p = p[k:]
 		total += k
@@ -145,7 +164,7 @@ func (e *Writer) ReadFrom(r io.Reader) (int64, error) {
 		if e.closed {
 			return total, errors.New("memory: write after Close")
 		}
-		k, err := r.Read(e.win[historySize+e.n : historySize+e.bs])
+		k, err := r.Read(e.win[e.p+e.n : e.p+e.bs])
 		e.n += k
 		total += int64(k)
 		if e.n == e.bs {
@@ -180,7 +199,7 @@ func hash4(u uint32) uint32 { return (u * 2654435761) >> (32 - hashBits) }
 // insert adds absolute position p (with 4 readable bytes in the window) to
 // the hash chains.
 func (e *Writer) insert(p int64) {
-	i := int(p - e.abs + historySize)
+	i := int(p-e.abs) + e.p
 	h := hash4(binary.LittleEndian.Uint32(e.win[i:]))
 	e.prev[p&chainMask] = e.head[h]
 	e.head[h] = p
@@ -189,7 +208,7 @@ func (e *Writer) insert(p int64) {
 // flush compresses and writes the pending block, then slides the window.
 func (e *Writer) flush() error {
 	usize := e.n
-	blk := e.win[:historySize+usize]
+	blk := e.win[:e.p+usize]
 	e.out = e.out[:0]
 	if !e.store {
 		e.compress(blk)
@@ -197,7 +216,7 @@ func (e *Writer) flush() error {
 	raw := e.store || len(e.out) >= usize
 	payload := e.out
 	if raw {
-		payload = blk[historySize:]
+		payload = blk[e.p:]
 		e.stats.RawBlocks++
 	}
 	le := binary.LittleEndian
@@ -212,24 +231,28 @@ func (e *Writer) flush() error {
 	e.stats.Blocks++
 	e.stats.In += int64(usize)
 	e.stats.Out += int64(BlockHeaderSize + len(payload))
-	// Slide: the last historySize bytes become the next block's window.
-	copy(e.win[:historySize], e.win[usize:usize+historySize])
 	e.abs += int64(usize)
+	e.p += usize
 	e.n = 0
+	if e.p+e.bs > len(e.win) {
+		// Slide: the last historySize bytes start the window again.
+		copy(e.win[:historySize], e.win[e.p-historySize:e.p])
+		e.p = historySize
+	}
 	return nil
 }
 
-// compress appends the LZ stream of blk[historySize:] to e.out; blk[:historySize]
-// is the window. It records stats as if the block were kept; flush undoes
+// compress appends the LZ stream of blk[e.p:] to e.out; blk[:e.p] is the
+// window. It records stats as if the block were kept; flush undoes
 // nothing when it stores raw instead, which only matters for Stats of
 // incompressible data (the match counters then over-count).
 func (e *Writer) compress(blk []byte) {
 	end := len(blk)
-	start := historySize
+	start := e.p
 	// Positions in the last 3 bytes of the previous block could not be
 	// hashed then; they can now.
 	for p := e.abs - 3; p < e.abs; p++ {
-		if p >= 0 && int(p-e.abs)+historySize+4 <= end {
+		if p >= 0 && int(p-e.abs)+start+4 <= end {
 			e.insert(p)
 		}
 	}
@@ -292,7 +315,7 @@ func (e *Writer) compress(blk []byte) {
 // find returns the longest match for blk[i:] among the hash chain of i
 // (length 0 if none is worth a token).
 func (e *Writer) find(blk []byte, i, end int) (length, dist int) {
-	pos := e.abs + int64(i-historySize)
+	pos := e.abs + int64(i-e.p)
 	h := hash4(binary.LittleEndian.Uint32(blk[i:]))
 	c := e.head[h]
 	limit := end - i

@@ -29,6 +29,11 @@ const (
 	// historySize is the part of the window kept from earlier blocks; it
 	// covers MaxDistance.
 	historySize = 0x12000
+	// minWindow is the least room for blocks after the history: small
+	// blocks are decoded one after another before the window slides, so
+	// sliding (a historySize copy) costs at most one copy per minWindow
+	// bytes of output.
+	minWindow = 256 << 10
 )
 
 // MaxCompressedSize is the largest compressedSize accepted for a block of
@@ -109,11 +114,12 @@ type FlatReader struct {
 
 	hdr [BlockHeaderSize]byte
 	in  []byte // the current block's stream
-	win []byte // history (historySize bytes) then the current block
+	win []byte // earlier output (at least historySize bytes) then the current block
 
 	inOff   int64 // input offset of the next block header
 	outOff  int64 // flat offset of the current block's first byte
-	blkLen  int   // current block's length (output bytes in win[historySize:])
+	pos     int   // index in win of the current block's first byte
+	blkLen  int   // current block's length (output bytes in win[pos:])
 	cur     int   // next unread byte of win
 	blocks  int64
 	rawBlks int64
@@ -132,10 +138,10 @@ func NewFlatReader(r io.Reader, name string) *FlatReader {
 func (d *FlatReader) Reset(r io.Reader, name string) {
 	*d = FlatReader{r: r, name: name, in: d.in, win: d.win}
 	if d.win == nil {
-		d.win = make([]byte, historySize)
+		d.win = make([]byte, historySize+minWindow)
 	}
 	clear(d.win[:historySize]) // the window reads zeros before the start
-	d.cur = historySize
+	d.pos, d.cur = historySize, historySize
 }
 
 // Blocks returns the number of blocks decoded so far, and how many of them
@@ -148,13 +154,13 @@ func (d *FlatReader) InputOffset() int64 { return d.inOff }
 
 // Read reads flat memory bytes.
 func (d *FlatReader) Read(p []byte) (int, error) {
-	for d.cur == historySize+d.blkLen {
+	for d.cur == d.pos+d.blkLen {
 		if d.err != nil {
 			return 0, d.err
 		}
 		d.err = d.next()
 	}
-	n := copy(p, d.win[d.cur:historySize+d.blkLen])
+	n := copy(p, d.win[d.cur:d.pos+d.blkLen])
 	d.cur += n
 	return n, nil
 }
@@ -164,7 +170,7 @@ func (d *FlatReader) Read(p []byte) (int, error) {
 func (d *FlatReader) WriteTo(w io.Writer) (int64, error) {
 	var total int64
 	for {
-		if end := historySize + d.blkLen; d.cur < end {
+		if end := d.pos + d.blkLen; d.cur < end {
 			n, err := w.Write(d.win[d.cur:end])
 			d.cur += n
 			total += int64(n)
@@ -193,13 +199,10 @@ func Flatten(dst io.Writer, src io.Reader, name string) (int64, error) {
 
 // next decodes the next block into the window, or returns io.EOF.
 func (d *FlatReader) next() error {
-	if d.blkLen > 0 {
-		// Keep the last historySize bytes as the window of the next block.
-		copy(d.win[:historySize], d.win[d.blkLen:d.blkLen+historySize])
-		d.outOff += int64(d.blkLen)
-		d.blkLen = 0
-		d.cur = historySize
-	}
+	d.outOff += int64(d.blkLen)
+	d.pos += d.blkLen
+	d.blkLen = 0
+	d.cur = d.pos
 	off := d.inOff
 	n, err := io.ReadFull(d.r, d.hdr[:])
 	switch {
@@ -231,17 +234,22 @@ func (d *FlatReader) next() error {
 		}
 		return fmt.Errorf("%s: reading block at offset %d: %w", d.name, off, err)
 	}
-	if len(d.win) < historySize+usize {
-		w := make([]byte, historySize+usize)
-		copy(w, d.win[:historySize])
-		d.win = w
+	if d.pos+usize > len(d.win) {
+		// Slide: the last historySize bytes become the start of the window
+		// (grown if this block is larger than any before).
+		w := d.win
+		if historySize+usize > len(w) {
+			w = make([]byte, historySize+max(usize, minWindow))
+		}
+		copy(w[:historySize], d.win[d.pos-historySize:d.pos])
+		d.win, d.pos, d.cur = w, historySize, historySize
 	}
 	base := off + BlockHeaderSize
 	if h.Raw() {
-		copy(d.win[historySize:], in)
+		copy(d.win[d.pos:], in)
 		d.rawBlks++
-	} else if code, ip, op := decodeLZ(d.win[:historySize+usize], historySize, in); code != lzOK {
-		return lzError(d.name, base, ip, op-historySize, usize, code)
+	} else if code, ip, op := decodeLZ(d.win[:d.pos+usize], d.pos, in); code != lzOK {
+		return lzError(d.name, base, ip, op-d.pos, usize, code)
 	}
 	d.blkLen = usize
 	d.blocks++
