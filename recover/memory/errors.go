@@ -41,3 +41,5 @@ func corrupt(file string, off int64, field, format string, a ...any) error {
 func unsupported(file string, off int64, field, format string, a ...any) error {
 	return &Error{File: file, Offset: off, Field: field, Msg: fmt.Sprintf(format, a...), Err: keysafe.ErrUnsupported}
 }
+
+var errCorrupt = keysafe.ErrCorrupt

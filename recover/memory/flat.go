@@ -276,7 +276,15 @@ func (d *FlatReader) trailer(off int64) error {
 	}
 }
 
-func allZero(b []byte) bool { return firstNonZero(b) < 0 }
+func allZero(b []byte) bool {
+	for len(b) >= 8 {
+		if binary.LittleEndian.Uint64(b) != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	return firstNonZero(b) < 0
+}
 
 func firstNonZero(b []byte) int {
 	for i, c := range b {
