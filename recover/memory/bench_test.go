@@ -142,40 +142,54 @@ func BenchmarkFlatten(b *testing.B) {
 
 // BenchmarkDecryptFlatten: end to end, the §9 encrypted .vmem to flat
 // memory (datafile reader, model MAC checked, then FlatReader), against
-// vmem_decrypt.py + vmem_flatten.py.
+// vmem_decrypt.py + vmem_flatten.py. serial: one goroutine; concurrent:
+// FlattenConcurrent, decryption and decompression on a core each.
 func BenchmarkDecryptFlatten(b *testing.B) {
 	python, peer := vmemPeer(b)
 	dir, flatSize := benchData(b)
 	path := filepath.Join(dir, "bench.enc.vmem")
 	key := bytes.Repeat([]byte{0x5a}, 64)
-	d := NewFlatReader(nil, "")
-	b.SetBytes(flatSize)
-	b.ResetTimer()
-	start := time.Now()
-	for range b.N {
-		f, err := os.Open(path)
-		if err != nil {
-			b.Fatal(err)
-		}
-		fi, _ := f.Stat()
-		dr, err := datafile.NewReader(f, fi.Size(), key, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		d.Reset(bufio.NewReaderSize(io.NewSectionReader(dr, 0, dr.Size()), 1<<20), path)
-		if n, err := d.WriteTo(io.Discard); err != nil || n != flatSize {
-			b.Fatalf("%d bytes: %v", n, err)
-		}
-		f.Close()
+	var peerOnce sync.Once
+	var peerTime time.Duration
+	for _, mode := range []string{"serial", "concurrent"} {
+		b.Run(mode, func(b *testing.B) {
+			d := NewFlatReader(nil, "")
+			b.SetBytes(flatSize)
+			b.ResetTimer()
+			start := time.Now()
+			for range b.N {
+				f, err := os.Open(path)
+				if err != nil {
+					b.Fatal(err)
+				}
+				fi, _ := f.Stat()
+				dr, err := datafile.NewReader(f, fi.Size(), key, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				var n int64
+				if mode == "serial" {
+					d.Reset(bufio.NewReaderSize(io.NewSectionReader(dr, 0, dr.Size()), 1<<20), path)
+					n, err = d.WriteTo(io.Discard)
+				} else {
+					n, err = FlattenConcurrent(io.Discard, dr, path)
+				}
+				if err != nil || n != flatSize {
+					b.Fatalf("%d bytes: %v", n, err)
+				}
+				f.Close()
+			}
+			ours := time.Since(start) / time.Duration(b.N)
+			b.StopTimer()
+			peerOnce.Do(func() {
+				dec := filepath.Join(b.TempDir(), "dec.vmem")
+				peerTime = timePeer(b, python, peer,
+					[]string{"vmem_decrypt.py", path, dec, "--key", fmt.Sprintf("%x", key)},
+					[]string{"vmem_flatten.py", dec, os.DevNull})
+			})
+			b.ReportMetric(float64(peerTime)/float64(ours), "x-vs-vmem_decrypt+flatten")
+		})
 	}
-	ours := time.Since(start) / time.Duration(b.N)
-	b.StopTimer()
-	tmp := b.TempDir()
-	dec := filepath.Join(tmp, "dec.vmem")
-	peerTime := timePeer(b, python, peer,
-		[]string{"vmem_decrypt.py", path, dec, "--key", fmt.Sprintf("%x", key)},
-		[]string{"vmem_flatten.py", dec, os.DevNull})
-	b.ReportMetric(float64(peerTime)/float64(ours), "x-vs-vmem_decrypt+flatten")
 }
 
 // BenchmarkEncode: the fixture encoder (4 MiB blocks, chain depth 16).

@@ -250,3 +250,57 @@ func TestLooksCompressed(t *testing.T) {
 		t.Fatal("raw block not recognised")
 	}
 }
+
+// chunkSource writes data in pieces, then fails with err (nil: success).
+type chunkSource struct {
+	data []byte
+	err  error
+}
+
+func (s chunkSource) WriteTo(w io.Writer) (int64, error) {
+	var n int64
+	for b := s.data; len(b) > 0; {
+		k := min(len(b), 77777)
+		m, err := w.Write(b[:k])
+		n += int64(m)
+		if err != nil {
+			return n, err
+		}
+		b = b[k:]
+	}
+	return n, s.err
+}
+
+func TestFlattenConcurrent(t *testing.T) {
+	flat := mixedMemory(13, 5<<20+999)
+	enc, _ := compress(t, flat, nil)
+	var out bytes.Buffer
+	n, err := FlattenConcurrent(&out, chunkSource{data: enc}, "")
+	if err != nil || n != int64(len(flat)) || !bytes.Equal(out.Bytes(), flat) {
+		t.Fatalf("n %d err %v", n, err)
+	}
+	// A source failing midway: its error, not a corrupt stream.
+	boom := errors.New("boom")
+	if _, err := FlattenConcurrent(io.Discard, chunkSource{data: enc[:len(enc)/2], err: boom}, ""); !errors.Is(err, boom) {
+		t.Fatalf("source error: %v", err)
+	}
+	// A corrupt stream stops a source that would write forever.
+	bad := cat(block(12, len(vec1), vec1...), block(12, 9, 0x43, 'a', 'b', 'c', 'd', 0x40, 0x03, 0x40, 0x00))
+	if _, err := FlattenConcurrent(io.Discard, endless(bad), ""); !errors.Is(err, keysafe.ErrCorrupt) {
+		t.Fatalf("corrupt: %v", err)
+	}
+}
+
+// endless writes itself over and over until the writer fails.
+type endless []byte
+
+func (e endless) WriteTo(w io.Writer) (int64, error) {
+	var n int64
+	for {
+		m, err := w.Write(e)
+		n += int64(m)
+		if err != nil {
+			return n, err
+		}
+	}
+}
