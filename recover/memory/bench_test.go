@@ -210,3 +210,56 @@ func BenchmarkEncode(b *testing.B) {
 	st := w.Stats()
 	b.ReportMetric(float64(st.Out)/float64(st.In), "ratio")
 }
+
+// BenchmarkFlattenParallel: FlattenParallel with 2 workers on the file of
+// BenchmarkFlatten. replayed-% is the share of output bytes the sequencer
+// had to copy again (matches that reached into the unknown history).
+func BenchmarkFlattenParallel(b *testing.B) {
+	dir, flatSize := benchData(b)
+	path := filepath.Join(dir, "bench.vmem")
+	for _, workers := range []int{1, 2} {
+		b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) {
+			b.SetBytes(flatSize)
+			for range b.N {
+				f, err := os.Open(path)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if n, err := FlattenParallel(io.Discard, bufio.NewReaderSize(f, 1<<20), path, workers); err != nil || n != flatSize {
+					b.Fatalf("%d bytes: %v", n, err)
+				}
+				f.Close()
+			}
+			b.StopTimer()
+			b.ReportMetric(100*float64(replayedBytes(b, path))/float64(flatSize), "replayed-%")
+		})
+	}
+}
+
+// replayedBytes walks the file with the speculative decoder and counts the
+// bytes of recorded matches.
+func replayedBytes(b *testing.B, path string) int64 {
+	f, err := os.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	br := bufio.NewReaderSize(f, 1<<20)
+	var hdr [BlockHeaderSize]byte
+	var off, replayed int64
+	j := &parJob{}
+	for {
+		next, err := readBlock(br, path, &hdr, off, j)
+		if err == io.EOF {
+			return replayed
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		j.off, off = off, next
+		j.decode(path)
+		for _, fx := range j.fix {
+			replayed += int64(fx.n)
+		}
+	}
+}

@@ -304,3 +304,81 @@ func (e endless) WriteTo(w io.Writer) (int64, error) {
 		}
 	}
 }
+
+// flattenBoth decodes in with Flatten and FlattenParallel and fails unless
+// both give the same bytes and the same error (offset and field).
+func flattenBoth(t testing.TB, in []byte, workers int) ([]byte, error) {
+	t.Helper()
+	var a, b bytes.Buffer
+	na, ea := Flatten(&a, bytes.NewReader(in), "x")
+	nb, eb := FlattenParallel(&b, bytes.NewReader(in), "x", workers)
+	if na != nb || !bytes.Equal(a.Bytes(), b.Bytes()) {
+		t.Fatalf("parallel wrote %d bytes, serial %d (equal %v)", nb, na, bytes.Equal(a.Bytes(), b.Bytes()))
+	}
+	var pa, pb *Error
+	switch {
+	case (ea == nil) != (eb == nil):
+		t.Fatalf("serial %v, parallel %v", ea, eb)
+	case errors.As(ea, &pa) != errors.As(eb, &pb):
+		t.Fatalf("serial %v, parallel %v", ea, eb)
+	case pa != nil && (pa.Offset != pb.Offset || pa.Field != pb.Field || !errors.Is(eb, keysafe.ErrCorrupt)):
+		t.Fatalf("serial %v, parallel %v", ea, eb)
+	}
+	return a.Bytes(), ea
+}
+
+func TestFlattenParallel(t *testing.T) {
+	flat := mixedMemory(14, 5<<20+4321)
+	clear(flat[:5000])
+	for _, o := range []WriterOptions{{}, {BlockSize: 64 << 10}, {BlockSize: 1000}, {BlockSize: 100, ChainDepth: 1}} {
+		src := flat
+		switch o.BlockSize {
+		case 64 << 10:
+			src = flat[:1<<20]
+		case 1000:
+			src = flat[:300000]
+		case 100:
+			src = flat[:50000]
+		}
+		enc, _ := compress(t, src, &o)
+		for _, w := range []int{1, 2, 5} {
+			got, err := flattenBoth(t, enc, w)
+			if err != nil || !bytes.Equal(got, src) {
+				t.Fatalf("%+v workers %d: %v", o, w, err)
+			}
+		}
+	}
+	hand := cat(block(271, 10, 0x00, 'X', 0xff, 0xff, 0x05, 0xff, 0x00, 0x10, 0x00, 'Y'), block(5, 4, 0x20, 'Z', 0x41, 0x0f), block(3, 3, 'r', 'a', 'w'), block(12, len(vec1), vec1...), make([]byte, 20))
+	flattenBoth(t, hand, 2)
+	// Every corrupt case of TestCorrupt, after a good block or two.
+	good, _ := compress(t, flat[:200000], &WriterOptions{BlockSize: 70000})
+	for _, bad := range [][]byte{
+		block(12, 3, 0x23, 'a', 'b'), block(300, 4, 0x00, 'a', 0xff, 0xff), block(20, len(vec1), vec1...),
+		block(10, len(vec1), vec1...), block(8, len(vec1), vec1...), block(12, 9, 0x43, 'a', 'b', 'c', 'd', 0x40, 0x03, 0x40, 0x00),
+		block(12, 100, vec1...), {1, 2, 3}, cat(make([]byte, 16), []byte{0, 1}),
+	} {
+		if _, err := flattenBoth(t, cat(good, bad), 2); !errors.Is(err, keysafe.ErrCorrupt) {
+			t.Fatalf("%x: %v", bad, err)
+		}
+	}
+	// A failing destination stops everything.
+	boom := errors.New("boom")
+	enc, _ := compress(t, flat, nil)
+	if _, err := FlattenParallel(&failAfter{n: 3 << 20, err: boom}, bytes.NewReader(enc), "", 2); !errors.Is(err, boom) {
+		t.Fatalf("dst error: %v", err)
+	}
+}
+
+// failAfter accepts n bytes, then fails.
+type failAfter struct {
+	n   int
+	err error
+}
+
+func (f *failAfter) Write(p []byte) (int, error) {
+	if len(p) > f.n {
+		return 0, f.err
+	}
+	f.n -= len(p)
+	return len(p), nil
+}

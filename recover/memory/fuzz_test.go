@@ -180,3 +180,18 @@ func slicesEqual(a, b []uint32) bool {
 	}
 	return true
 }
+
+// FuzzFlattenParallel: the parallel decoder writes the serial decoder's
+// bytes and fails with its error, for any input.
+func FuzzFlattenParallel(f *testing.F) {
+	f.Add(block(12, len(vec1), vec1...))
+	f.Add(cat(block(271, 10, 0x00, 'X', 0xff, 0xff, 0x05, 0xff, 0x00, 0x10, 0x00, 'Y'), block(5, 4, 0x20, 'Z', 0x41, 0x0f), block(3, 3, 'r', 'a', 'w'), make([]byte, 20)))
+	enc, _ := compress(f, mixedMemory(15, 20000), &WriterOptions{BlockSize: 3000})
+	f.Add(enc)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if len(in) > 16<<10 {
+			return
+		}
+		flattenBoth(t, in, 2)
+	})
+}
