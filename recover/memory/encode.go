@@ -62,14 +62,15 @@ type Writer struct {
 	depth int
 	store bool
 
-	win  []byte // earlier input (at least historySize bytes) then the pending block
-	p    int    // index in win of the pending block
-	n    int    // pending bytes in win[p:]
-	abs  int64  // absolute position of win[p]
-	head []int64
-	prev []int64
-	out  []byte
-	hdr  [BlockHeaderSize]byte
+	win   []byte // earlier input (at least historySize bytes) then the pending block
+	p     int    // index in win of the pending block
+	n     int    // pending bytes in win[p:]
+	abs   int64  // absolute position of win[p]
+	start int64  // absolute position of the stream's first byte
+	head  []int64
+	prev  []int64
+	out   []byte
+	hdr   [BlockHeaderSize]byte
 
 	stats  EncoderStats
 	err    error
@@ -101,9 +102,14 @@ func (e *Writer) Reset(w io.Writer, opts *WriterOptions) error {
 	if o.ChainDepth <= 0 {
 		o.ChainDepth = 16
 	}
+	// A reused Writer starts its positions past its last stream's, by more
+	// than MaxDistance: its old hash entries are then out of reach and need
+	// no clearing.
+	start := e.abs + int64(e.n) + 2*MaxDistance
 	*e = Writer{
 		w: w, bs: o.BlockSize, depth: o.ChainDepth, store: o.Store,
 		win: e.win, head: e.head, prev: e.prev, out: e.out[:0],
+		start: start, abs: start,
 	}
 	if len(e.win) < historySize+max(o.BlockSize, minWindow) {
 		e.win = make([]byte, historySize+max(o.BlockSize, minWindow))
@@ -113,15 +119,15 @@ func (e *Writer) Reset(w io.Writer, opts *WriterOptions) error {
 	if e.head == nil {
 		e.head = make([]int64, 1<<hashBits)
 		e.prev = make([]int64, 1<<chainBits)
+		for i := range e.head {
+			e.head[i] = noPos
+		}
 	}
 	if cap(e.out) < MaxCompressedSize(o.BlockSize) {
 		e.out = make([]byte, 0, MaxCompressedSize(o.BlockSize))
 	}
-	for i := range e.head {
-		e.head[i] = noPos
-	}
 	// The window reads zeros before the start: make those zeros findable.
-	for p := int64(-64); p < -3; p++ {
+	for p := e.start - 64; p < e.start-3; p++ {
 		e.insert(p)
 	}
 	return nil
@@ -252,7 +258,7 @@ func (e *Writer) compress(blk []byte) {
 	// Positions in the last 3 bytes of the previous block could not be
 	// hashed then; they can now.
 	for p := e.abs - 3; p < e.abs; p++ {
-		if p >= 0 && int(p-e.abs)+start+4 <= end {
+		if p >= e.start && int(p-e.abs)+start+4 <= end {
 			e.insert(p)
 		}
 	}
@@ -282,7 +288,7 @@ func (e *Writer) compress(blk []byte) {
 		if dist >= 0x2000 {
 			st.DistanceEscapes++
 		}
-		if src := e.abs + int64(i-start) - int64(dist); src < 0 {
+		if src := e.abs + int64(i-start) - int64(dist); src < e.start {
 			st.BeforeStart++
 		} else if src < e.abs {
 			st.CrossBlock++

@@ -31,9 +31,9 @@ const (
 	historySize = 0x12000
 	// minWindow is the least room for blocks after the history: small
 	// blocks are decoded one after another before the window slides, so
-	// sliding (a historySize copy) costs at most one copy per minWindow
-	// bytes of output.
-	minWindow = 256 << 10
+	// sliding (a historySize copy) costs at most about one byte copied per
+	// byte of output, however small the blocks.
+	minWindow = 64 << 10
 )
 
 // MaxCompressedSize is the largest compressedSize accepted for a block of

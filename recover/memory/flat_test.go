@@ -305,13 +305,20 @@ func (e endless) WriteTo(w io.Writer) (int64, error) {
 	}
 }
 
-// flattenBoth decodes in with Flatten and FlattenParallel and fails unless
-// both give the same bytes and the same error (offset and field).
+// flattenBoth decodes in with Flatten and FlattenParallel (workers 0: the
+// parallel algorithm in one goroutine) and fails unless both give the same
+// bytes and the same error (offset and field).
 func flattenBoth(t testing.TB, in []byte, workers int) ([]byte, error) {
 	t.Helper()
 	var a, b bytes.Buffer
 	na, ea := Flatten(&a, bytes.NewReader(in), "x")
-	nb, eb := FlattenParallel(&b, bytes.NewReader(in), "x", workers)
+	var nb int64
+	var eb error
+	if workers == 0 {
+		nb, eb = flattenSpec(&b, bytes.NewReader(in), "x")
+	} else {
+		nb, eb = FlattenParallel(&b, bytes.NewReader(in), "x", workers)
+	}
 	if na != nb || !bytes.Equal(a.Bytes(), b.Bytes()) {
 		t.Fatalf("parallel wrote %d bytes, serial %d (equal %v)", nb, na, bytes.Equal(a.Bytes(), b.Bytes()))
 	}
@@ -341,7 +348,7 @@ func TestFlattenParallel(t *testing.T) {
 			src = flat[:50000]
 		}
 		enc, _ := compress(t, src, &o)
-		for _, w := range []int{1, 2, 5} {
+		for _, w := range []int{0, 1, 2, 5} {
 			got, err := flattenBoth(t, enc, w)
 			if err != nil || !bytes.Equal(got, src) {
 				t.Fatalf("%+v workers %d: %v", o, w, err)
@@ -381,4 +388,30 @@ func (f *failAfter) Write(p []byte) (int, error) {
 	}
 	f.n -= len(p)
 	return len(p), nil
+}
+
+// TestWriterReset: a reused Writer writes exactly what a fresh one does.
+func TestWriterReset(t *testing.T) {
+	a := mixedMemory(16, 300000)
+	b := mixedMemory(17, 200000)
+	o := &WriterOptions{BlockSize: 50000}
+	fresh, _ := compress(t, b, o)
+	var out bytes.Buffer
+	w, _ := NewWriter(&out, o)
+	w.Write(a)
+	w.Close()
+	out.Reset()
+	if err := w.Reset(&out, o); err != nil {
+		t.Fatal(err)
+	}
+	w.Write(b)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out.Bytes(), fresh) {
+		t.Fatal("a reused Writer's output differs from a fresh one's")
+	}
+	if st := w.Stats(); st.In != int64(len(b)) || st.Blocks != 4 {
+		t.Fatalf("stats %+v", st)
+	}
 }

@@ -109,41 +109,77 @@ func FlattenParallel(dst io.Writer, src io.Reader, name string, workers int) (in
 	}
 
 	// Sequencer (this goroutine): history, fixups, output, in order.
-	hist := make([]byte, historySize)
-	var total int64
+	seq := sequencer{hist: make([]byte, historySize)}
 	var err error
 	for j := range order {
 		<-j.done
 		if j.eof {
 			break
 		}
-		if j.err != nil {
-			err = j.err
+		if err = seq.finish(j, dst); err != nil {
 			break
-		}
-		usize := int(j.hdr.UncompressedSize)
-		copy(j.out[:historySize], hist)
-		replay(j.out, j.fix)
-		n, werr := dst.Write(j.out[historySize : historySize+usize])
-		total += int64(n)
-		if werr == nil && n < usize {
-			werr = io.ErrShortWrite
-		}
-		if werr != nil {
-			err = werr
-			break
-		}
-		if usize >= historySize {
-			copy(hist, j.out[usize:usize+historySize])
-		} else {
-			copy(hist, hist[usize:])
-			copy(hist[historySize-usize:], j.out[historySize:historySize+usize])
 		}
 		free <- j
 	}
 	close(quit)
 	wg.Wait()
-	return total, err
+	return seq.total, err
+}
+
+// sequencer completes speculatively decoded blocks in stream order.
+type sequencer struct {
+	hist  []byte // the last historySize bytes of the output so far
+	total int64
+}
+
+// finish puts the real history in front of j's block, replays its fixups,
+// writes it to dst and keeps the new history; or returns j's error.
+func (s *sequencer) finish(j *parJob, dst io.Writer) error {
+	if j.err != nil {
+		return j.err
+	}
+	usize := int(j.hdr.UncompressedSize)
+	copy(j.out[:historySize], s.hist)
+	replay(j.out, j.fix)
+	n, err := dst.Write(j.out[historySize : historySize+usize])
+	s.total += int64(n)
+	if err == nil && n < usize {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
+		return err
+	}
+	if usize >= historySize {
+		copy(s.hist, j.out[usize:usize+historySize])
+	} else {
+		copy(s.hist, s.hist[usize:])
+		copy(s.hist[historySize-usize:], j.out[historySize:historySize+usize])
+	}
+	return nil
+}
+
+// flattenSpec runs the parallel algorithm in one goroutine (read, decode
+// speculatively, finish), for tests and fuzzing of the algorithm itself.
+func flattenSpec(dst io.Writer, src io.Reader, name string) (int64, error) {
+	seq := sequencer{hist: make([]byte, historySize)}
+	j := &parJob{}
+	var hdr [BlockHeaderSize]byte
+	var off int64
+	for {
+		next, err := readBlock(src, name, &hdr, off, j)
+		if err == io.EOF {
+			return seq.total, nil
+		}
+		if err != nil {
+			return seq.total, err
+		}
+		j.off, off = off, next
+		j.err = nil
+		j.decode(name)
+		if err := seq.finish(j, dst); err != nil {
+			return seq.total, err
+		}
+	}
 }
 
 // readBlock reads the next block into j (header, stream, output buffer
