@@ -458,3 +458,58 @@ func CheckRegions(rs []Region) error {
 	}
 	return nil
 }
+
+// EmbeddedFlat returns the flat memory stored inside the state file r (the
+// `Memory` block tag), or an error: keysafe.ErrCorrupt-wrapped when the
+// state file has none (its memory is in a .vmem), keysafe.ErrUnsupported
+// when the block is compressed (valSize 62: its compression is not public).
+func (m *MemoryLayout) EmbeddedFlat(r io.ReaderAt, name string) (*io.SectionReader, error) {
+	switch {
+	case m.Embedded == nil:
+		return nil, corrupt(name, 0, "memory tag \"Memory\"", "absent: the memory is in a separate .vmem")
+	case m.Embedded.Compressed:
+		return nil, unsupported(name, m.Embedded.DataOffset, "memory tag \"Memory\"", "a compressed block (valSize 62), whose compression is not public")
+	}
+	return io.NewSectionReader(r, m.Embedded.DataOffset, int64(m.Embedded.DiskSize)), nil
+}
+
+// GroupSummary describes one group without its values, for reports that
+// must hold nothing from the guest (a format report).
+type GroupSummary struct {
+	Name       string   `json:"name"`
+	Offset     int64    `json:"offset"`
+	Size       int64    `json:"size"`
+	Tags       int      `json:"tags"`
+	Blocks     int      `json:"blocks"`
+	Compressed int      `json:"compressedBlocks,omitempty"`
+	BlockBytes uint64   `json:"blockBytes"`
+	TagNames   []string `json:"tagNames"` // distinct names, in order, at most MaxSummaryNames
+}
+
+// MaxSummaryNames caps GroupSummary.TagNames.
+const MaxSummaryNames = 64
+
+// Summary returns each group's name, place, tag and block counts and
+// distinct tag names: the structure of the file, none of its values.
+func (c *Checkpoint) Summary() []GroupSummary {
+	out := make([]GroupSummary, len(c.Groups))
+	for i, g := range c.Groups {
+		s := GroupSummary{Name: g.Name, Offset: g.Offset, Size: g.Size, Tags: len(g.Tags), TagNames: []string{}}
+		seen := map[string]bool{}
+		for _, t := range g.Tags {
+			if t.Block != nil {
+				s.Blocks++
+				s.BlockBytes += t.Block.DiskSize
+				if t.Block.Compressed {
+					s.Compressed++
+				}
+			}
+			if !seen[t.Name] && len(s.TagNames) < MaxSummaryNames {
+				seen[t.Name] = true
+				s.TagNames = append(s.TagNames, t.Name)
+			}
+		}
+		out[i] = s
+	}
+	return out
+}

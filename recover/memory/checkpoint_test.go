@@ -262,3 +262,37 @@ func TestNoRegionsIsIdentity(t *testing.T) {
 		t.Fatalf("%+v %v", m, err)
 	}
 }
+
+func TestEmbeddedFlatAndSummary(t *testing.T) {
+	var s StateFile
+	s.Group("cpu").Uint64("CR64", 0x1ae000, 0, 3).Uint64("CR64", 5, 0, 4)
+	flat := mixedMemory(18, 24*PageSize)
+	s.MemoryGroup(handRegions, nil, flat)
+	b, _ := s.Bytes()
+	c, err := ParseCheckpoint(bytes.NewReader(b), int64(len(b)), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := c.Memory("")
+	sr, err := m.EmbeddedFlat(bytes.NewReader(b), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, sr.Size())
+	if _, err := sr.ReadAt(got, 0); err != nil || !bytes.Equal(got, flat) {
+		t.Fatalf("embedded flat: %v", err)
+	}
+	sum := c.Summary()
+	if len(sum) != 2 || sum[0].Tags != 2 || !reflect.DeepEqual(sum[0].TagNames, []string{"CR64"}) || sum[1].Blocks != 2 || sum[1].BlockBytes != uint64(len(flat)+3) {
+		t.Fatalf("summary %+v", sum)
+	}
+	// A compressed Memory block is unsupported; no Memory block is corrupt.
+	m.Embedded.Compressed = true
+	if _, err := m.EmbeddedFlat(bytes.NewReader(b), ""); !errors.Is(err, keysafe.ErrUnsupported) {
+		t.Fatalf("compressed: %v", err)
+	}
+	m.Embedded = nil
+	if _, err := m.EmbeddedFlat(bytes.NewReader(b), ""); !errors.Is(err, keysafe.ErrCorrupt) {
+		t.Fatalf("absent: %v", err)
+	}
+}
