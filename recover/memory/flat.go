@@ -260,7 +260,10 @@ func (d *FlatReader) next() error {
 // trailer checks that everything after an end marker at off is zeros.
 func (d *FlatReader) trailer(off int64) error {
 	pos := off + BlockHeaderSize
-	buf := d.hdr[:]
+	if cap(d.in) < 64<<10 {
+		d.in = make([]byte, 64<<10)
+	}
+	buf := d.in[:cap(d.in)]
 	for {
 		n, err := d.r.Read(buf)
 		if i := firstNonZero(buf[:n]); i >= 0 {
