@@ -16,9 +16,15 @@
 // stream is a byte-oriented LZ77 without entropy coding whose window is
 // continuous over the whole file (references cross block boundaries, up to
 // MaxDistance bytes back, and read zeros before the start of the file).
-// The grammar is FastLZ level 2's (the first control byte's top bits, 0 or
-// 1, are FastLZ's level marker); the continuous window is VMware's.
-// FlatReader decodes it with bounded memory; Writer encodes it (fixtures).
+// The grammar is FastLZ level 2's (ariya/FastLZ): the first control byte's
+// top three bits are FastLZ's level marker, 1 for level 2, which vmcrypt's
+// Writer sets. FORMATS.md §13 and vmem_flatten.py read a marker of 0 (FastLZ
+// level 1) with the same grammar; FastLZ's level 1 differs only for a match
+// at distance exactly 8192 (control low bits 0x1f, distance byte 0xff),
+// which level 2 reads as a distance escape. vmcrypt follows §13 and the
+// peer. The continuous window and the zeros before the start are VMware's.
+// FlatReader decodes with bounded memory; FlattenParallel decodes blocks
+// ahead on several cores; Writer encodes (fixtures).
 //
 // # Checkpoint state files (PUBLIC: Volatility, crash's vmware_vmss.c)
 //
