@@ -71,6 +71,9 @@ const (
 	valBlock           = 63
 )
 
+// maxTags is MaxTags; tests lower it.
+var maxTags = MaxTags
+
 // Checkpoint is a parsed checkpoint state file. It holds structure only:
 // block data stays in the file (Tag.Block gives where).
 type Checkpoint struct {
@@ -291,8 +294,8 @@ func (p *tagParser) parse(r io.ReaderAt, g *Group) ([]Tag, error) {
 		if flags == 0 && nameLen == 0 {
 			return tags, nil
 		}
-		if p.tags >= MaxTags {
-			return nil, corrupt(p.name, start, gname+" tag", "more than %d tags in the file", MaxTags)
+		if p.tags >= maxTags {
+			return nil, corrupt(p.name, start, gname+" tag", "more than %d tags in the file", maxTags)
 		}
 		p.tags++
 		if err := p.read(b[:nameLen], gname+" tag name"); err != nil {

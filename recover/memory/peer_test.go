@@ -71,7 +71,7 @@ func runPeer(t testing.TB, python, dir, script string, args ...string) error {
 // an incompressible block (stored raw), far copies (distance escapes),
 // long runs (0xff length continuations), references across blocks.
 func peerFlat() []byte {
-	const bs = 512 << 10
+	const bs = 256 << 10
 	flat := mixedMemory(20, 5*bs+12345)
 	clear(flat[:3*PageSize])
 	r := rand.New(rand.NewPCG(21, 21))
@@ -85,7 +85,7 @@ func TestPeerFlattenAgrees(t *testing.T) {
 	python, dir := vmemPeer(t)
 	tmp := t.TempDir()
 	flat := peerFlat()
-	enc, st := compress(t, flat, &WriterOptions{BlockSize: 512 << 10})
+	enc, st := compress(t, flat, &WriterOptions{BlockSize: 256 << 10})
 	if st.RawBlocks == 0 || st.DistanceEscapes == 0 || st.LongLengths == 0 || st.CrossBlock == 0 || st.BeforeStart == 0 {
 		t.Fatalf("the peer file does not exercise every feature: %+v", st)
 	}
@@ -154,7 +154,7 @@ func TestPeerEncryptedPair(t *testing.T) {
 	})
 
 	flat := peerFlat()
-	enc, _ := compress(t, flat, &WriterOptions{BlockSize: 512 << 10})
+	enc, _ := compress(t, flat, &WriterOptions{BlockSize: 256 << 10})
 	pages := uint64(len(flat) / PageSize)
 	regions := []Region{{PPN: 0, PageNum: 0, Pages: pages / 2}, {PPN: 0x100000, PageNum: pages / 2, Pages: pages - pages/2}}
 	var s StateFile
