@@ -92,6 +92,34 @@ func LooksCompressed(b []byte) bool {
 	return len(b) > BlockHeaderSize && b[BlockHeaderSize]>>5 <= 1
 }
 
+// IsCompressed reports whether the .vmem of size bytes in r (decrypted, or
+// a plain VM's) is the compressed block container rather than flat memory:
+// its first block header is valid (LooksCompressed), and so is the second
+// (or the first block ends exactly at the end of the file, or at an end
+// marker). A flat memory file starts with physical page 0 (zeros, or the
+// real-mode interrupt table), which fails the first test.
+func IsCompressed(r io.ReaderAt, size int64) bool {
+	var b [BlockHeaderSize + 1]byte
+	n, _ := r.ReadAt(b[:], 0)
+	if !LooksCompressed(b[:n]) {
+		return false
+	}
+	h, _ := ParseBlockHeader(b[:], 0, "")
+	next := BlockHeaderSize + int64(h.CompressedSize)
+	switch {
+	case next == size:
+		return true
+	case next > size:
+		return false
+	}
+	n, _ = r.ReadAt(b[:], next)
+	if n < BlockHeaderSize {
+		return allZero(b[:n])
+	}
+	_, err := ParseBlockHeader(b[:], next, "")
+	return err == nil || err == io.EOF
+}
+
 // FlatReader decodes a .vmem block stream (FORMATS.md §13) into the flat
 // memory file, as a plain VM holds it. It reads its input once, in order,
 // and holds one block plus MaxDistance bytes of history: memory is bounded

@@ -419,3 +419,28 @@ func TestWriterReset(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+func TestIsCompressed(t *testing.T) {
+	flat := mixedMemory(19, 300000)
+	clear(flat[:PageSize])
+	enc, _ := compress(t, flat, &WriterOptions{BlockSize: 100000})
+	one, _ := compress(t, flat[:5000], nil)
+	ivt := bytes.Clone(flat) // a BIOS guest's page 0: the real-mode interrupt table
+	for i := 0; i < 1024; i += 4 {
+		binary.LittleEndian.PutUint32(ivt[i:], 0xf000ff53)
+	}
+	for _, c := range []struct {
+		name string
+		b    []byte
+		want bool
+	}{
+		{"compressed", enc, true}, {"one block", one, true}, {"one block, zero padding", cat(one, make([]byte, 40)), true},
+		{"flat, zero page 0", flat, false}, {"flat, IVT", ivt, false}, {"empty", nil, false},
+		{"first block only, then garbage", cat(one, []byte("garbage header..")), false},
+		{"truncated", enc[:100], false},
+	} {
+		if got := IsCompressed(bytes.NewReader(c.b), int64(len(c.b))); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+}
