@@ -263,3 +263,66 @@ func replayedBytes(b *testing.B, path string) int64 {
 		}
 	}
 }
+
+// BenchmarkFlattenMem: FlatReader from memory to nowhere (no file I/O):
+// the decoder alone, on 16 MiB of the benchmark mix.
+func BenchmarkFlattenMem(b *testing.B) {
+	flat := mixedMemory(31, 16<<20)
+	enc, _ := compress(b, flat, nil)
+	br := bytes.NewReader(enc)
+	d := NewFlatReader(br, "")
+	b.SetBytes(int64(len(flat)))
+	b.ResetTimer()
+	for range b.N {
+		br.Reset(enc)
+		d.Reset(br, "")
+		if _, err := d.WriteTo(io.Discard); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkParallelParts splits FlattenParallel's work on 16 MiB of the
+// benchmark mix: spec is what the workers do (speculative decoding, in
+// parallel), finish what the sequencer does (history, replay, output, in
+// order). Two cores give about min(2/spec, 1/finish) blocks per second.
+func BenchmarkParallelParts(b *testing.B) {
+	flat := mixedMemory(31, 16<<20)
+	enc, _ := compress(b, flat, nil)
+	var jobs []*parJob
+	br := bytes.NewReader(enc)
+	var hdr [BlockHeaderSize]byte
+	var off int64
+	for {
+		j := &parJob{}
+		next, err := readBlock(br, "", &hdr, off, j)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		j.off, off = off, next
+		j.decode("")
+		jobs = append(jobs, j)
+	}
+	b.Run("spec", func(b *testing.B) {
+		b.SetBytes(int64(len(flat)))
+		for range b.N {
+			for _, j := range jobs {
+				j.decode("")
+			}
+		}
+	})
+	b.Run("finish", func(b *testing.B) {
+		b.SetBytes(int64(len(flat)))
+		for range b.N {
+			seq := sequencer{hist: make([]byte, historySize)}
+			for _, j := range jobs {
+				if err := seq.finish(j, io.Discard); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
+}
