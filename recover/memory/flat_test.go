@@ -311,12 +311,16 @@ func (e endless) WriteTo(w io.Writer) (int64, error) {
 func flattenBoth(t testing.TB, in []byte, workers int) ([]byte, error) {
 	t.Helper()
 	var a, b bytes.Buffer
-	na, ea := Flatten(&a, bytes.NewReader(in), "x")
-	var nb int64
-	var eb error
+	var na, nb int64
+	var ea, eb error
 	if workers == 0 {
-		nb, eb = flattenSpec(&b, bytes.NewReader(in), "x")
+		fuzzState.Lock()
+		defer fuzzState.Unlock()
+		fuzzState.d.Reset(bytes.NewReader(in), "x")
+		na, ea = fuzzState.d.WriteTo(&a)
+		nb, eb = flattenSpec(&b, bytes.NewReader(in), "x", &fuzzState.j, fuzzState.hist[:])
 	} else {
+		na, ea = Flatten(&a, bytes.NewReader(in), "x")
 		nb, eb = FlattenParallel(&b, bytes.NewReader(in), "x", workers)
 	}
 	if na != nb || !bytes.Equal(a.Bytes(), b.Bytes()) {

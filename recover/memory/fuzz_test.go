@@ -20,6 +20,13 @@ var (
 		sync.Mutex
 		w Writer
 	}
+	// fuzzState: what flattenBoth reuses for the one-goroutine runs.
+	fuzzState struct {
+		sync.Mutex
+		d    FlatReader
+		j    parJob
+		hist [historySize]byte
+	}
 )
 
 // fuzzCompress is compress with a reused Writer.
@@ -83,7 +90,7 @@ func FuzzRoundTrip(f *testing.F) {
 	f.Add(make([]byte, 5000), uint16(1000))
 	f.Add(mixedMemory(8, 30000), uint16(0))
 	f.Fuzz(func(t *testing.T, flat []byte, bs uint16) {
-		if len(flat) > 16<<10 {
+		if len(flat) > 8<<10 {
 			return
 		}
 		size := int(bs)
@@ -94,8 +101,9 @@ func FuzzRoundTrip(f *testing.F) {
 		if st.In != int64(len(flat)) {
 			t.Fatalf("stats in %d of %d", st.In, len(flat))
 		}
-		d := readerPool.Get().(*FlatReader)
-		defer readerPool.Put(d)
+		fuzzState.Lock()
+		defer fuzzState.Unlock()
+		d := &fuzzState.d
 		d.Reset(bytes.NewReader(enc), "")
 		var out bytes.Buffer
 		if _, err := d.WriteTo(&out); err != nil || !bytes.Equal(out.Bytes(), flat) {
@@ -201,7 +209,7 @@ func FuzzFlattenParallel(f *testing.F) {
 	enc, _ := compress(f, mixedMemory(15, 20000), &WriterOptions{BlockSize: 3000})
 	f.Add(enc)
 	f.Fuzz(func(t *testing.T, in []byte) {
-		if len(in) > 16<<10 {
+		if len(in) > 8<<10 {
 			return
 		}
 		flattenBoth(t, in, 0)

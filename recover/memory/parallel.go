@@ -160,9 +160,16 @@ func (s *sequencer) finish(j *parJob, dst io.Writer) error {
 
 // flattenSpec runs the parallel algorithm in one goroutine (read, decode
 // speculatively, finish), for tests and fuzzing of the algorithm itself.
-func flattenSpec(dst io.Writer, src io.Reader, name string) (int64, error) {
-	seq := sequencer{hist: make([]byte, historySize)}
-	j := &parJob{}
+// j and hist (historySize bytes) are reused if not nil.
+func flattenSpec(dst io.Writer, src io.Reader, name string, j *parJob, hist []byte) (int64, error) {
+	if j == nil {
+		j = &parJob{}
+	}
+	if hist == nil {
+		hist = make([]byte, historySize)
+	}
+	clear(hist)
+	seq := sequencer{hist: hist}
 	var hdr [BlockHeaderSize]byte
 	var off int64
 	for {
