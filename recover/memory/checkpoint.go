@@ -34,7 +34,8 @@ import (
 // of that group, and regionPageNum counts pages from that data's start.
 // Volatility 3 skips a block's padding as if padSize were 0; Volatility 2
 // and crash honour it. Writers here always write padSize 0 so all three
-// agree.
+// agree. crash (vmware_vmss.c) needs a file of at least CrashMinSize
+// bytes (StateFile.CrashReadable pads to it).
 
 // Magic numbers of checkpoint state files (first u32, little-endian).
 const (

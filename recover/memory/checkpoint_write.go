@@ -13,8 +13,16 @@ import (
 type StateFile struct {
 	Magic   uint32 // 0 means MagicCheckpoint
 	Version uint32
-	groups  []*StateGroup
+	// CrashReadable pads the file with zeros after the last group to
+	// CrashMinSize: crash reads the group table as groupCount×80 entries
+	// of 80 bytes and fails on a shorter file (VMware's are megabytes).
+	CrashReadable bool
+	groups        []*StateGroup
 }
+
+// CrashMinSize is the size crash needs to read a state file of groups
+// groups (see StateFile.CrashReadable).
+func CrashMinSize(groups int) int { return CheckpointHeaderSize + groups*GroupDescSize*GroupDescSize }
 
 // StateGroup is a group being built.
 type StateGroup struct {
@@ -157,6 +165,9 @@ func (s *StateFile) Bytes() ([]byte, error) {
 	}
 	for _, st := range streams {
 		out = append(out, st...)
+	}
+	if m := CrashMinSize(len(s.groups)); s.CrashReadable && len(out) < m {
+		out = append(out, make([]byte, m-len(out))...)
 	}
 	return out, nil
 }

@@ -20,8 +20,9 @@ import (
 // checkpoint peer here.
 //
 // crash reads the group table as groupCount×80 entries of 80 bytes, so a
-// state file must be at least groupCount×6400 bytes long for it: the test
-// pads with zeros after the last group (VMware's files are megabytes).
+// state file must be at least CrashMinSize bytes long for it:
+// StateFile.CrashReadable pads with zeros after the last group (VMware's
+// files are megabytes).
 
 var (
 	crashGroup = regexp.MustCompile(`vmw: Group: (\S+)\s+offset=0x([0-9a-f]+) size=`)
@@ -67,7 +68,7 @@ func TestCrashReadsStateFiles(t *testing.T) {
 	dir := t.TempDir()
 	flat := mixedMemory(40, 24*PageSize)
 	for _, embedded := range []bool{false, true} {
-		var s StateFile
+		s := StateFile{CrashReadable: true}
 		s.Group("Checkpoint").Uint32("version", 8)
 		cpu := s.Group("cpu").Uint32("cpu:numVCPUs", 2)
 		for c := uint32(0); c < 2; c++ {
@@ -89,8 +90,8 @@ func TestCrashReadsStateFiles(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if pad := CheckpointHeaderSize + len(c.Groups)*GroupDescSize*GroupDescSize; len(b) < pad {
-			b = append(b, make([]byte, pad-len(b))...)
+		if len(b) < CrashMinSize(len(c.Groups)) {
+			t.Fatalf("%d bytes, crash needs %d", len(b), CrashMinSize(len(c.Groups)))
 		}
 		name := fmt.Sprintf("state%v", embedded)
 		if err := os.WriteFile(filepath.Join(dir, name+".vmss"), b, 0o600); err != nil {
