@@ -356,7 +356,17 @@ func decodeSpec(w []byte, op int, in []byte, fix *[]fixup, taint *[]span) (code,
 }
 
 // tainted reports whether [a, b) meets a span of the sorted list t.
+// Sources are mostly near the end: a few spans are tried from the end
+// before a binary search.
 func tainted(t []span, a, b int) bool {
+	for i, k := len(t)-1, 0; i >= 0 && k < 8; i, k = i-1, k+1 {
+		if int(t[i].end) <= a {
+			return false // every earlier span ends before a too
+		}
+		if int(t[i].start) < b {
+			return true
+		}
+	}
 	i := sort.Search(len(t), func(i int) bool { return int(t[i].end) > a })
 	return i < len(t) && int(t[i].start) < b
 }
