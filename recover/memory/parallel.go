@@ -50,7 +50,8 @@ type parJob struct {
 // a third of the output of memory-shaped data comes from matches that
 // reach into the unknown history, speculative decoding costs as much CPU
 // as serial decoding, and the pipeline's overhead eats the rest; it does
-// not beat FlatReader there. With more cores it scales; on two, give the
+// not beat FlatReader there. More cores should help (not measured: this
+// machine has two); on two, give the
 // second core to decryption instead (FlattenConcurrent).
 func FlattenParallel(dst io.Writer, src io.Reader, name string, workers int) (int64, error) {
 	if workers <= 0 {
