@@ -51,8 +51,8 @@ type parJob struct {
 // reach into the unknown history, speculative decoding costs as much CPU
 // as serial decoding, and the pipeline's overhead eats the rest; it does
 // not beat FlatReader there. More cores should help (not measured: this
-// machine has two); on two, give the
-// second core to decryption instead (FlattenConcurrent).
+// machine has two); on two, give the second core to decryption instead
+// (FlattenConcurrent).
 func FlattenParallel(dst io.Writer, src io.Reader, name string, workers int) (int64, error) {
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
