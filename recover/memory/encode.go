@@ -249,9 +249,9 @@ func (e *Writer) flush() error {
 }
 
 // compress appends the LZ stream of blk[e.p:] to e.out; blk[:e.p] is the
-// window. It records stats as if the block were kept; flush undoes
-// nothing when it stores raw instead, which only matters for Stats of
-// incompressible data (the match counters then over-count).
+// window. It stops early once the stream is no shorter than the block
+// (flush then stores it raw), and counts its tokens in the stats only when
+// the stream is kept.
 func (e *Writer) compress(blk []byte) {
 	end := len(blk)
 	start := e.p
