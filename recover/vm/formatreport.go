@@ -94,7 +94,7 @@ const formatSampleUnits = 8192
 // NewFormatReport describes an opened VM (locked or not; opened with
 // KeepGoing so that every file is described).
 func NewFormatReport(v *VM) *FormatReport {
-	r := &FormatReport{Tool: "vmcrypt inspect --format-report", Opened: v.Encrypted() && !v.Locked}
+	r := &FormatReport{Tool: "vmcrypt format report", Opened: v.Encrypted() && !v.Locked}
 	raw, _ := os.ReadFile(v.VMXPath)
 	r.VMX = VMXShape{Bytes: len(raw), Lines: len(v.File.Lines), BOM: v.File.BOM, CRLF: v.File.EOL() == "\r\n", Problems: v.File.Problems()}
 	for _, k := range v.File.Keys() {
