@@ -35,7 +35,7 @@ func init() {
 			&cli.BoolFlag{Name: "partial", Usage: "Workstation partial encryption: only the VMX and .nvram (vTPM) are encrypted"},
 			&cli.StringFlag{Name: "from", Usage: "use the raw image `RAW` as disk content (sparse-aware) instead of generated content"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of every key, salt, IV and content byte"},
-			&cli.IntFlag{Name: "bundle", Usage: "`BYTES` of locked data of key-provider pairs: 272 or 288 as real vCenter bundles (default: the model's 176)"},
+			&cli.IntFlag{Name: "bundle", DefaultText: "176, the model's single key dict", Usage: "`BYTES` of locked data of key-provider pairs: 272 or 288 as real vCenter bundles"},
 			&cli.StringFlag{Name: "negative", Usage: "break one thing: " + strings.Join(fixtures.Negatives(), " | ")},
 			&cli.StringFlag{Name: "name", Value: fixtures.DefaultName, Usage: "file base name of the VM"},
 			&cli.BoolFlag{Name: "json", Usage: "print fixture.json instead of a summary"},

@@ -29,7 +29,7 @@ func init() {
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the plain VM into `OUTDIR` (created if needed)"},
 			&cli.StringFlag{Name: "format", Value: recover.FormatVMDK, Usage: "`FORMAT` of disks: vmdk (plain VMDKs) or raw (one sparse .img per disk)"},
 			&cli.BoolFlag{Name: "flatten", Usage: "write one image per disk instead of keeping the snapshot chain"},
-			&cli.IntFlag{Name: "jobs", Usage: "`N` parallel workers per disk (default: all cores)"},
+			&cli.IntFlag{Name: "jobs", DefaultText: "all cores", Usage: "`N` parallel workers per disk"},
 			&cli.BoolFlag{Name: "force", Usage: "replace existing outputs"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bars, no summary (warnings still go to stderr)"},
 			&cli.BoolFlag{Name: "progress", Usage: "draw progress bars on stderr even when it is not a terminal"},

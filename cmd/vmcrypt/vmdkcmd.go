@@ -47,7 +47,7 @@ func init() {
 					&cli.StringFlag{Name: "format", Value: "raw", Usage: "`FORMAT` of OUT: raw (sparse) or vmdk"},
 					&cli.StringFlag{Name: "subformat", Value: vmdk.SubformatMonolithicSparse, Usage: "`SUBFORMAT` for --format vmdk: monolithicSparse, monolithicFlat, twoGbMaxExtentSparse or streamOptimized"},
 					&cli.BoolFlag{Name: "force", Usage: "replace OUT if it exists"},
-					&cli.IntFlag{Name: "jobs", Value: 0, Usage: "`N` parallel workers (default: all cores)"},
+					&cli.IntFlag{Name: "jobs", DefaultText: "all cores", Usage: "`N` parallel workers"},
 					&cli.BoolFlag{Name: "salvage", Usage: "write what can be read of a damaged or truncated disk (zeros for the rest) and list the missing ranges, instead of failing"},
 				}, append(openFlags, keyFlags()...)...),
 				Action: vmdkExport,
