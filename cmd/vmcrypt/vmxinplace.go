@@ -111,7 +111,7 @@ var vmxCommitHook func(stage string) error
 // (tests wait on it).
 var vmxSignals atomic.Int32
 
-var errVMXInterrupted = errors.New("interrupted before any file was changed: nothing was changed (backups and temporary files removed)")
+var errVMXInterrupted = fmt.Errorf("%w before any file was changed: nothing was changed (backups and temporary files removed)", errInterrupted)
 
 // vmxCommitInPlace makes the writes in order (put the VMX last: a VMX that
 // opens with the new passphrase means every disk before it is done). It
