@@ -235,8 +235,7 @@ func (p *Plan) planVTPM() error {
 	if r.Missing {
 		r.Note = nv + " is missing or unreadable: the vTPM state and every secret sealed to it are lost; " + r.Note
 	}
-	p.warns = append(p.warns, r.Note)
-	p.vtpm = r
+	p.vtpm = r // the report and the summary say it (Report.VTPM)
 	return nil
 }
 

@@ -116,9 +116,12 @@ func recoverAction(c *cli.Context) error {
 		fmt.Fprintf(w, "report: %s\n", filepath.Join(rep.OutDir, recover.ReportName))
 	} else {
 		// Quiet is no bars and no summary; what was left behind or
-		// removed is still said, on stderr.
+		// removed, and the vTPM, are still said, on stderr.
 		for _, wn := range rep.Warnings {
 			fmt.Fprintf(c.App.ErrWriter, "warning: %s\n", wn)
+		}
+		if rep.VTPM != nil {
+			fmt.Fprintf(c.App.ErrWriter, "warning: vTPM: %s\n", rep.VTPM.Note)
 		}
 	}
 	return nil
