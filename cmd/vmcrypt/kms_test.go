@@ -174,7 +174,9 @@ func TestKMSVerify(t *testing.T) {
 	deact := s.CreateKeys(t, 1, kmiptest.CreateOptions{Revoke: "cessation"})[0]
 	const missing1, missing2 = "3f1c2a9e-0000-4000-8000-00000000abcd", "3f1c2a9e-0000-4000-8000-00000000abce"
 	const prov = fixtures.KMSProvider
-	lock := func(id string, kek []byte) func(*keysafe.Key) (*keysafe.Locator, error) { return kmsLocker(prov, id, kek) }
+	lock := func(id string, kek []byte) func(*keysafe.Key) (*keysafe.Locator, error) {
+		return kmsLocker(prov, id, kek)
+	}
 
 	root := t.TempDir()
 	vms := map[string]string{}
