@@ -208,9 +208,9 @@ func kmipHint(err error) (hint string, ok bool) {
 	if errors.As(err, &ke) {
 		switch {
 		case errors.Is(err, kmip.ErrPermissionDenied):
-			return " (the KMS administrator must allow the --kmip-cert certificate to Get it)", true
+			return " (or give --kmip-cert a certificate the KMS allows)", true
 		case errors.Is(err, kmip.ErrKeyNotActive):
-			return " (the KMS holds it, not Active: its administrator can reactivate or export it; or give it with --kek)", true
+			return " (its administrator can reactivate or export it; or give it with --kek)", true
 		case errors.Is(err, kmip.ErrKeyNotAES256):
 			return " (the key id names another object on this KMS: check --kmip and --kmip-provider)", true
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
@@ -88,7 +89,7 @@ func kmsPrintVerify(w io.Writer, st kmsStats, rows []kmsVerifyRow, checked, fail
 	for _, r := range rows {
 		detail := r.Detail
 		if r.err != nil {
-			detail = message(r.err)
+			detail = strings.TrimPrefix(message(r.err), r.VM+": ")
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.VM, r.Status, kmsKeyIDs(r), detail)
 	}
