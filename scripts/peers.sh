@@ -8,6 +8,7 @@ command -v openssl  >/dev/null 2>&1 || need+=(openssl)
 command -v bzip2    >/dev/null 2>&1 || need+=(bzip2)
 command -v python3  >/dev/null 2>&1 || need+=(python3)   # drives libcrypto for the XTS peer test
 [ -x /usr/bin/pykmip-server ] || need+=(python3-pykmip)   # the KMIP server and client (recover/keys/kmip/kmiptest)
+/usr/bin/python3 -c 'import cryptography.hazmat.primitives.kdf.scrypt' 2>/dev/null || need+=(python3-cryptography)   # the sealed-kit peer (recover/keys/kit)
 if [ ${#need[@]} -gt 0 ]; then
   echo "peers: installing ${need[*]}"
   if [ "$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi

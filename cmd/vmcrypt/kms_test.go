@@ -542,3 +542,27 @@ func TestKMSExitCodes(t *testing.T) {
 		}
 	}
 }
+
+// TestCloseKeySources: the KMIP source a run builds is closed when the
+// run ends (its keys zeroed, its client closed): asking it afterwards is
+// kmip.ErrClosed.
+func TestCloseKeySources(t *testing.T) {
+	pki := kmiptest.NewPKI(t, t.TempDir())
+	cl, err := kmip.NewClient(kmip.Config{Servers: []string{"127.0.0.1:5696"}, Certificate: pki.Client.TLS(), RootCAs: pki.Pool()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := keys.NewKMIPSource(cl, "")
+	app := newApp()
+	app.Metadata = map[string]any{kmipRunKey: &kmipRun{src: src, client: cl}}
+	closeKeySources(app)
+	if _, err := src.KEK(context.Background(), "KMS", "44"); !errors.Is(err, kmip.ErrClosed) {
+		t.Fatalf("after the run: %v, want kmip.ErrClosed", err)
+	}
+	if _, err := cl.Get(context.Background(), "44"); !errors.Is(err, kmip.ErrClosed) {
+		t.Fatalf("the client after the run: %v, want kmip.ErrClosed", err)
+	}
+	if _, ok := app.Metadata[kmipRunKey]; ok {
+		t.Fatal("the run's KMIP source is still kept")
+	}
+}
