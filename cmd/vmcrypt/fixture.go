@@ -23,7 +23,7 @@ func init() {
 			"(recipe, key ids, sha256 of every plaintext, expected outcome). Every key, salt and IV\n" +
 			"derives from --seed: anyone with the recipe has the keys. Never use it for real data.",
 		ArgsUsage: "OUTDIR",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "provider", Usage: "passphrase | kms | nkp (required)"},
 			&cli.StringFlag{Name: "cipher", Value: fixtures.CipherXTSAES256, Usage: "config and data-file key cipher: aes-256 | xts-aes-256 (key providers: xts-aes-256)"},
 			&cli.StringFlag{Name: "disk", Value: "monolithicSparse", Usage: "monolithicSparse | monolithicFlat | streamOptimized | twoGbMaxExtentSparse"},
@@ -40,7 +40,7 @@ func init() {
 			&cli.StringFlag{Name: "name", Value: fixtures.DefaultName, Usage: "file base name of the VM"},
 			&cli.BoolFlag{Name: "json", Usage: "print fixture.json instead of a summary"},
 			&cli.BoolFlag{Name: "esxi", Usage: "make the ESXi host fixture instead (esxi_fixture.go): encrypted configuration, core dump, negatives"},
-		},
+		}, kmipFlags()...), // --provider kms --kmip ...: the KEK is made on that KMS
 		Action: fixtureAction,
 	})
 }
@@ -80,6 +80,12 @@ func fixtureAction(c *cli.Context) error {
 	}
 	if err := r.Normalize(); err != nil {
 		return usagef("fixture: %v", err)
+	}
+	if err := fixtureKMSKey(c, &r); err != nil {
+		return err
+	}
+	if r.KMS != nil {
+		defer clear(r.KMS.Key)
 	}
 	fx, err := fixtures.GenerateContext(c.Context, out, r)
 	if err != nil {
