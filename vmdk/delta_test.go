@@ -658,32 +658,6 @@ func mapAll(e extent) error {
 	return nil
 }
 
-func fuzzDelta(f *testing.F, seed []byte, open func(r *bytes.Reader, n int64) (extent, error)) {
-	f.Add(seed)
-	f.Add(seed[:512])
-	f.Fuzz(func(t *testing.T, b []byte) {
-		e, err := open(bytes.NewReader(b), int64(len(b)))
-		if err != nil {
-			var fe *FormatError
-			if e != nil || !errors.As(err, &fe) || !(errors.Is(err, ErrCorrupt) || errors.Is(err, ErrUnsupported)) {
-				t.Fatalf("bad failure: %v (extent %v)", err, e)
-			}
-			return
-		}
-		if err := mapAll(e); err != nil && !errors.Is(err, ErrCorrupt) {
-			t.Fatalf("read failure not ErrCorrupt: %v", err)
-		}
-	})
-}
-
-func FuzzCOWDHeader(f *testing.F) {
-	fuzzDelta(f, validCOWD(f), func(r *bytes.Reader, n int64) (extent, error) { return newCOWDExtent(r, n, "f.vmdk") })
-}
-
-func FuzzSESparseHeader(f *testing.F) {
-	fuzzDelta(f, validSESparse(f), func(r *bytes.Reader, n int64) (extent, error) { return newSESparseExtent(r, n, "f.vmdk") })
-}
-
 // readDisk opens path with Open and reads the whole virtual disk.
 func readDisk(t testing.TB, path string) []byte {
 	t.Helper()

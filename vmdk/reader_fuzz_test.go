@@ -2,134 +2,130 @@ package vmdk
 
 import (
 	"bytes"
-	"context"
-	"errors"
-	"os"
-	"path/filepath"
 	"testing"
 )
 
-var errFuzzEnough = errors.New("enough")
+// The sparse fuzz targets share one input shape: (shape, numGTEsPerGT,
+// capacity in sectors, grain states, patch). sparseSpecOf decodes it and
+// buildSparse lays out a small valid file (fuzz_build_test.go); each
+// target then patches one part of it.
 
-// fuzzMonolithic opens data as a monolithic sparse/stream file, walks its
-// allocation map and reads some data; every failure must be a format
-// error (ErrCorrupt or ErrUnsupported), never a panic or a caller bug.
-func fuzzMonolithic(t *testing.T, data []byte) {
-	l := &Link{Path: "fuzz.vmdk", cache: &gtCache{}}
-	err := l.openMonolithic(bytes.NewReader(data), int64(len(data)))
-	if err != nil {
-		// a stream without a valid footer: try the marker scan too
-		l = &Link{Path: "fuzz.vmdk", cache: &gtCache{}, scanStreams: true}
-		err = l.openMonolithic(bytes.NewReader(data), int64(len(data)))
-	}
-	if err != nil {
-		if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrUnsupported) {
-			t.Fatalf("open: %v is neither ErrCorrupt nor ErrUnsupported", err)
+// addSparseSeeds adds seeds covering every layout, a redundant GD, the
+// zeroed-grain flag, several grain tables, a cut last grain, grain sizes.
+func addSparseSeeds(f *testing.F, patch []byte, cut bool) {
+	grains := []byte{2, 0, 6, 1, 10, 0x82, 0, 0, 3, 1, 7}
+	for _, s := range []struct {
+		shape         uint8
+		gtes, capSect uint16
+	}{
+		{layoutSparse | 4, 511, 128},         // redundant GD, one table
+		{layoutSparse | 8, 3, 100},           // zeroed-grain flag, several tables, cut last grain
+		{layoutSparse | 16 | 32, 511, 64},    // no descriptor, unclean
+		{layoutSparse | 0x40, 1, 200},        // 8 KiB grains, a table per grain
+		{layoutStreamBare, 511, 128},         //
+		{layoutStreamMarkers | 0x80, 2, 300}, // 16 KiB grains
+		{layoutStreamAtEnd, 511, 128},        // VMware's stream
+		{layoutStreamAtEnd | 8, 4, 97},       //
+	} {
+		if cut {
+			f.Add(s.shape, s.gtes, s.capSect, grains, []byte{}, uint16(0))
+			f.Add(s.shape, s.gtes, s.capSect, grains, patch, uint16(0))
+			f.Add(s.shape, s.gtes, s.capSect, grains, []byte{}, uint16(1000))
+		} else {
+			f.Add(s.shape, s.gtes, s.capSect, grains, []byte{})
+			f.Add(s.shape, s.gtes, s.capSect, grains, patch)
 		}
-		return
-	}
-	runs, read := 0, int64(0)
-	buf := make([]byte, 256<<10)
-	err = l.WalkAllocated(func(r Run) error {
-		if r.Off < 0 || r.Len <= 0 || r.Off+r.Len > l.Size() || (r.State != Data && r.State != Zero) {
-			t.Fatalf("bad run %+v (size %d)", r, l.Size())
-		}
-		if runs++; runs > 20000 {
-			return errFuzzEnough
-		}
-		if r.State == Data && read < 4<<20 {
-			n := min(r.Len, int64(len(buf)))
-			if _, err := l.ReadAt(buf[:n], r.Off); err != nil {
-				return err
-			}
-			read += n
-		}
-		return nil
-	})
-	if err != nil && err != errFuzzEnough && !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrUnsupported) {
-		t.Fatalf("walk/read: %v is neither ErrCorrupt nor ErrUnsupported", err)
 	}
 }
 
-func readSample(f *testing.F, name string) []byte {
-	b, err := os.ReadFile(filepath.Join(samplesDir, name))
-	if err != nil {
-		f.Fatal(err)
-	}
-	return b
-}
-
-// FuzzSparseHeader fuzzes the 512-byte header in front of a real
-// monolithicSparse file (redundant GD, embedded descriptor).
+// FuzzSparseHeader patches the header (and a stream's footer copy) of a
+// small valid hosted sparse or stream-optimized file.
 func FuzzSparseHeader(f *testing.F) {
-	base := readSample(f, rsSparse)
-	for _, s := range []string{rsSparse, rsStream, rsMarkers, "vmdk-forensic/plaso_image.vmdk", "vmdk-rs/twoGbMaxExtentSparse-s001.vmdk"} {
-		f.Add(readSample(f, s)[:512])
-	}
-	f.Fuzz(func(t *testing.T, hdr []byte) {
-		if len(hdr) > 512 {
-			hdr = hdr[:512]
+	addSparseSeeds(f, []byte{0, 12, 0x40, 0, 56, 1, 0, 20, 0x18}, false)
+	f.Fuzz(func(t *testing.T, shape uint8, gtes, capSect uint16, grains, patch []byte) {
+		if len(grains) > fuzzMaxVirtualSect/minGrainSectors || len(patch) > 3*16 {
+			return
 		}
-		data := append(append([]byte(nil), hdr...), base[len(hdr):]...)
-		fuzzMonolithic(t, data)
+		b := buildSparse(sparseSpecOf(shape, gtes, capSect, grains))
+		changed := b.patch(patch, b.header)
+		checkSparse(t, b, !changed, false)
 	})
 }
 
-// FuzzGrainTable fuzzes the primary and redundant grain tables of a real
-// monolithicSparse file.
+// FuzzGrainTable patches the grain directories and tables (and a stream's
+// GT and GD markers) of a small valid hosted sparse or stream file.
 func FuzzGrainTable(f *testing.F) {
-	base := readSample(f, rsSparse)
-	const gt, rgt = 27 * 512, 22 * 512
-	f.Add(base[gt:gt+2048], base[rgt:rgt+2048])
-	f.Add(bytes.Repeat([]byte{0xff}, 2048), base[rgt:rgt+2048])
-	f.Add(bytes.Repeat([]byte{1, 0, 0, 0}, 512), []byte{})
-	f.Fuzz(func(t *testing.T, prim, red []byte) {
-		data := append([]byte(nil), base...)
-		copy(data[gt:gt+2048], prim)
-		copy(data[rgt:rgt+2048], red)
-		fuzzMonolithic(t, data)
+	addSparseSeeds(f, []byte{0, 0, 0xff, 0, 5, 0x10, 1, 2, 1}, false)
+	f.Fuzz(func(t *testing.T, shape uint8, gtes, capSect uint16, grains, patch []byte) {
+		if len(grains) > fuzzMaxVirtualSect/minGrainSectors || len(patch) > 3*16 {
+			return
+		}
+		b := buildSparse(sparseSpecOf(shape, gtes, capSect, grains))
+		changed := b.patch(patch, b.meta)
+		checkSparse(t, b, !changed, false)
 	})
 }
 
-// FuzzStreamMarkers fuzzes whole small stream-optimized files (GD up
-// front with and without markers, GD at end with a footer).
+// FuzzStreamMarkers builds small stream-optimized files (GD up front with
+// and without grain markers, GD at the end with a footer), patches bytes
+// after the header (grain markers, compressed grains, metadata markers)
+// and cuts cut bytes off the end. A stream only cut short is rebuilt by
+// the marker scan: every grain it finds must read back as built.
 func FuzzStreamMarkers(f *testing.F) {
-	f.Add(readSample(f, rsStream))
-	f.Add(readSample(f, rsMarkers))
-	v3 := bunzip(f, filepath.Join(samplesDir, "qemu-iotests/iotest-version3.vmdk.bz2"), f.TempDir())
-	b, err := os.ReadFile(v3)
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Add(b)
-	f.Add(b[:len(b)-1536]) // footer lost: the marker scan
-	// Small streams from the writer: the samples above are 0.3-1.1 MB each,
-	// which leaves the fuzzer a few inputs a second; these are a few KiB.
-	for _, grain := range []int64{4096, 8192} {
-		small := smallStream(f, grain)
-		f.Add(small)
-		f.Add(small[:len(small)-1024])
-	}
-	f.Fuzz(fuzzMonolithic)
+	addSparseSeeds(f, []byte{0, 3, 0x01, 0, 9, 0x80}, true)
+	f.Fuzz(func(t *testing.T, shape uint8, gtes, capSect uint16, grains, patch []byte, cut uint16) {
+		if len(grains) > fuzzMaxVirtualSect/minGrainSectors || len(patch) > 3*16 {
+			return
+		}
+		shape = shape&^3 | (1 + shape&3%3) // a stream layout
+		b := buildSparse(sparseSpecOf(shape, gtes, capSect, grains))
+		changed := b.patch(patch, []span{b.body})
+		c := int(cut) % len(b.file)
+		b.file = b.file[:len(b.file)-c]
+		checkSparse(t, b, !changed && c == 0, !changed && c > 0 && shape&3 == layoutStreamAtEnd)
+	})
 }
 
-// smallStream writes a 64 KiB streamOptimized disk with two data grains
-// and a zero run, and returns its bytes.
-func smallStream(f *testing.F, grain int64) []byte {
-	const size = 64 << 10
-	src := make([]byte, size)
-	for i := range src[:grain] {
-		src[i] = byte(i * 7)
-	}
-	copy(src[3*grain:], "vmcrypt fuzz seed")
-	runs := []Run{{Off: 0, Len: grain, State: Data}, {Off: grain, Len: grain, State: Zero}, {Off: 3 * grain, Len: grain, State: Data}}
-	out := filepath.Join(f.TempDir(), "s.vmdk")
-	if err := Write(context.Background(), out, bytes.NewReader(src), size, runs, &WriteOptions{Subformat: SubformatStreamOptimized, GrainSize: grain}); err != nil {
-		f.Fatal(err)
-	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		f.Fatal(err)
-	}
-	return b
+// FuzzCOWDHeader builds a small valid COWD (VMFSSPARSE) extent and patches
+// its header (shape bit 7) or its grain directory and tables.
+func FuzzCOWDHeader(f *testing.F) {
+	grains := []byte{0, 0, 1, 0, 1, 2, 0x0b, 0xb7, 1, 0x10, 0x01, 2, 0xff, 0xff, 1}
+	f.Add(uint8(0), uint16(2999), grains, []byte{})
+	f.Add(uint8(3|8), uint16(40000), grains, []byte{0, 4, 0x80})
+	f.Add(uint8(0x80), uint16(2999), grains, []byte{0, 12, 0xff, 0, 24, 0x01})
+	f.Add(uint8(0x80|7), uint16(9), grains, []byte{0, 16, 0x01})
+	f.Fuzz(func(t *testing.T, shape uint8, capSect uint16, grains, patch []byte) {
+		if len(grains) > 3*2*fuzzMaxDataGrains || len(patch) > 3*16 {
+			return
+		}
+		b := buildCOWDBytes(deltaSpec{capSect: 1 + int64(capSect), grainSect: 1 + int64(shape&7), extraGD: shape&8 != 0, grains: grains})
+		regions := b.meta
+		if shape&0x80 != 0 {
+			regions = b.header
+		}
+		changed := b.patch(patch, regions)
+		checkDelta(t, b, func(r *bytes.Reader, n int64) (extent, error) { return newCOWDExtent(r, n, "f.vmdk") }, !changed)
+	})
+}
+
+// FuzzSESparseHeader builds a small valid SEsparse extent and patches its
+// const and volatile headers (shape bit 7) or its directory and tables.
+func FuzzSESparseHeader(f *testing.F) {
+	grains := []byte{0, 0, 2, 0, 1, 6, 0, 2, 0, 0, 3, 1, 0x7f, 0xff, 10, 0x10, 0x01, 3}
+	f.Add(uint8(0), uint16(5000), grains, []byte{})
+	f.Add(uint8(0), uint16(65535), grains, []byte{0, 8, 0x20})
+	f.Add(uint8(0x80), uint16(5000), grains, []byte{0, 16, 0xff, 0, 136, 0x01})
+	f.Add(uint8(0x80), uint16(3), grains, []byte{2, 24, 0x01})
+	f.Fuzz(func(t *testing.T, shape uint8, capSect uint16, grains, patch []byte) {
+		if len(grains) > 3*2*fuzzMaxDataGrains || len(patch) > 3*16 {
+			return
+		}
+		b := buildSESparseBytes(deltaSpec{capSect: 1 + 4*int64(capSect), grains: grains})
+		regions := b.meta
+		if shape&0x80 != 0 {
+			regions = b.header
+		}
+		changed := b.patch(patch, regions)
+		checkDelta(t, b, func(r *bytes.Reader, n int64) (extent, error) { return newSESparseExtent(r, n, "f.vmdk") }, !changed)
+	})
 }

@@ -8,62 +8,104 @@ import (
 	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
 )
 
-// FuzzVMXParse: never panics, round-trips byte for byte, and a value set
-// with Set reads back the same.
+// FuzzVMXParse: never panics; refuses only what is not VMX text (a control
+// byte, invalid UTF-8, or no setting line at all) and accepts all else;
+// an accepted file round-trips byte for byte; a value set with Set reads
+// back the same, leaves every other setting as it was, and the changed
+// file parses again. With wrap, the fuzzed bytes sit between two valid
+// setting lines, so the odd lines they make are kept, not refused.
 func FuzzVMXParse(f *testing.F) {
-	f.Add(readVector(f, "workstation-encrypted.vmx"), "x")
-	f.Add(readVector(f, "xts-selfgen.vmx"), "a|b\"c")
-	f.Add([]byte("# c\r\n\r\nA = \"|22\"\r\nodd"), "\r\n")
-	f.Fuzz(func(t *testing.T, b []byte, v string) {
-		vf, err := ParseBytes(b)
-		if err != nil {
+	for _, s := range fuzzVMXSeeds {
+		f.Add([]byte(s), "x", false)
+	}
+	f.Add([]byte("A = \"|22\"\r\nodd"), "a|b\"c", true)
+	f.Add([]byte("# c\r\n\r\nA = \"|22\"\r\nodd"), "\r\n", false)
+	f.Add([]byte("\xef\xbb\xbfk = \"v\"\n"), "\x8f\xff", false)
+	f.Add([]byte("only an odd line\n"), "", true)
+	f.Fuzz(func(t *testing.T, b []byte, v string, wrap bool) {
+		if len(b) > 16<<10 || len(v) > 1<<10 {
 			return
 		}
-		if !bytes.Equal(vf.Bytes(), b) {
-			t.Fatal("no byte round trip")
+		if wrap {
+			b = append(append([]byte(".encoding = \"UTF-8\"\n"), b...), "\ndisplayName = \"fuzz\"\n"...)
 		}
-		for _, l := range vf.Lines {
-			if l.Kind == Setting {
-				if got, _ := vf.Get(l.Key); got == "" && l.Value != "" && vf.Count(l.Key) == 1 {
-					t.Fatal("Get lost a value")
-				}
-			}
+		vf, err := ParseBytes(b)
+		if err != nil {
+			checkVMXRefusal(t, b, vf, err, wrap)
+			return
+		}
+		checkVMXFile(t, vf, b)
+		_ = vf.Problems()
+		_, _ = vf.KeySafe()
+		_, _, _, _ = vf.Encryption()
+		before := map[string]string{}
+		for _, k := range vf.Keys() {
+			before[k], _ = vf.Get(k)
 		}
 		vf.Set("fuzz.key", v)
-		vf2, err := ParseBytes(vf.Bytes())
+		out := vf.Bytes()
+		vf2, err := ParseBytes(out)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("the file Set wrote does not parse: %v", err)
 		}
+		checkVMXFile(t, vf2, out)
 		if got, _ := vf2.Get("FUZZ.KEY"); got != v {
 			t.Fatalf("Set %q read back %q", v, got)
 		}
-		_, _ = vf.KeySafe()
+		for k, was := range before {
+			if got, _ := vf2.Get(k); !isFuzzKey(k) && got != was {
+				t.Fatalf("Set changed %s from %q to %q", k, was, got)
+			}
+		}
 	})
 }
 
-// FuzzDecryptData: arbitrary encryption.data never panics and, under the
-// right config key, fails only as corrupt.
+// FuzzDecryptData: encryption.data built from fuzzed settings text under a
+// config key (derived once, outside the loop), then changed: fuzzed bytes
+// XORed into IV, ciphertext or MAC, cut or extended, the base64 text
+// mangled. An unchanged blob gives back the text exactly; any change of
+// the decoded bytes, or a line break in the text, fails as ErrCorrupt (the
+// MAC covers everything): never partial text, never a wrong key. raw mode
+// feeds arbitrary text as before.
 func FuzzDecryptData(f *testing.F) {
-	vf, _ := ParseBytes(readVector(f, "workstation-encrypted.vmx"))
-	_, data, _, _ := vf.Encryption()
-	f.Add(data)
-	f.Add(data[:100])
-	f.Add("")
-	key, _ := keysafe.ParseKeyDict("type=key:cipher=AES-256:key=i7BE98D0tBWWFK9hKfi/HRfRmwKuAF4/UJtB6Z3cHM4%3d")
-	f.Fuzz(func(t *testing.T, s string) {
-		text, err := DecryptData(key, s)
-		if err != nil {
-			if text != nil {
-				t.Fatal("partial text on error")
-			}
+	key, err := keysafe.ParseKeyDict("type=key:cipher=AES-256:key=i7BE98D0tBWWFK9hKfi/HRfRmwKuAF4/UJtB6Z3cHM4%3d")
+	if err != nil {
+		f.Fatal(err)
+	}
+	settings := []byte(".encoding = \"UTF-8\"\ndataFileKey = \"type=key:cipher=AES-256:key=AAAA\"\ncryptoState = \"encrypted\"\n")
+	f.Add(settings, []byte{}, "", uint8(0))
+	f.Add(settings, []byte{0, 0, 1}, "", uint8(0))       // IV
+	f.Add(settings, []byte{0, 40, 0x80}, "", uint8(0))   // ciphertext
+	f.Add(settings, []byte{0xff, 0xff, 1}, "", uint8(0)) // last byte: MAC
+	f.Add([]byte{}, []byte{}, "", uint8(2))              // cut a block
+	f.Add([]byte("a"), []byte{}, "AAAA", uint8(4))       // base64 inserted
+	f.Add([]byte("a"), []byte{}, "\n", uint8(4))
+	f.Add([]byte{}, []byte{}, "", uint8(1))
+	f.Add([]byte{}, []byte{}, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", uint8(1))
+	f.Fuzz(func(t *testing.T, text, patch []byte, s string, mode uint8) {
+		if len(text) > 4<<10 || len(patch) > 3*64 || len(s) > 4<<10 {
+			return
+		}
+		if mode&1 == 1 {
+			fuzzDecryptRaw(t, key, s)
 			return
 		}
 		enc, err := EncryptData(key, text, bytes.NewReader(make([]byte, 16)))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if back, err := DecryptData(key, enc); err != nil || !bytes.Equal(back, text) {
-			t.Fatal("re-encryption does not round-trip")
+		orig, _ := decodeStd(enc)
+		s2 := mangleData(orig, patch, s, mode)
+		got, err := DecryptData(key, s2)
+		switch dec, ok := decodeStd(s2); {
+		case ok && bytes.Equal(dec, orig) && !hasLineBreak(s2):
+			if err != nil || !bytes.Equal(got, text) {
+				t.Fatalf("unchanged data: %v", err)
+			}
+		case err == nil:
+			t.Fatalf("changed data accepted: %q", s2)
+		default:
+			checkDataError(t, got, err)
 		}
 	})
 }

@@ -236,21 +236,32 @@ func DecodeValue(v string) string {
 	return b.String()
 }
 
-// EncodeValue escapes a value for writing: '"', '|' and control bytes
-// (e.g. a newline, |0A) become |XX in upper-case hex, as VMware writes |22
-// and |7C. '#' stays literal inside quotes (as libvirt's VMX writer does).
+// EncodeValue escapes a value for writing: '"', '|', control bytes (e.g. a
+// newline, |0A) and bytes that are not part of valid UTF-8 become |XX in
+// upper-case hex, as VMware writes |22 and |7C, so that the line is VMX
+// text that ParseBytes accepts and DecodeValue gives back v. Valid UTF-8
+// (e.g. "é") and '#' stay literal inside quotes (as libvirt's VMX writer
+// does).
 func EncodeValue(v string) string {
 	const hexd = "0123456789ABCDEF"
 	var b strings.Builder
-	for i := 0; i < len(v); i++ {
+	for i := 0; i < len(v); {
 		c := v[i]
-		if c == '"' || c == '|' || c < 0x20 || c == 0x7f {
+		if c >= utf8.RuneSelf {
+			if r, n := utf8.DecodeRuneInString(v[i:]); r != utf8.RuneError || n > 1 {
+				b.WriteString(v[i : i+n])
+				i += n
+				continue
+			}
+		}
+		if c == '"' || c == '|' || c < 0x20 || c >= 0x7f {
 			b.WriteByte('|')
 			b.WriteByte(hexd[c>>4])
 			b.WriteByte(hexd[c&15])
-			continue
+		} else {
+			b.WriteByte(c)
 		}
-		b.WriteByte(c)
+		i++
 	}
 	return b.String()
 }

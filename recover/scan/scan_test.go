@@ -330,18 +330,6 @@ func TestDetect(t *testing.T) {
 	}
 }
 
-func FuzzDetect(f *testing.F) {
-	for _, l := range []fixtures.Layout{fixtures.LayoutMBRExt4, fixtures.LayoutGPTNTFS} {
-		im, _ := fixtures.Content(fixtures.ContentOptions{Size: fixtures.MinDiskSize, Layout: l, Seed: 1})
-		b := make([]byte, 3*probeLen)
-		im.ReadAt(b, 0)
-		f.Add(b[:probeLen+1024])
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		Detect(bytes.NewReader(b), int64(len(b)))
-	})
-}
-
 // Cases a review found: an unreadable file makes a VM unreadable (never
 // plain); a root that is a symbolic link (ESXi's /vmfs/volumes/NAME) is
 // walked; a descriptor that claims encryption over plain data without any
