@@ -28,6 +28,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
 )
