@@ -50,6 +50,9 @@ type MemoryOptions struct {
 	SkipSpaceCheck bool
 	// Progress, when set, receives counters; calls are serialised.
 	Progress func(Progress)
+	// CheckOutput, when set, is asked about every output path before
+	// anything is written (a CLI refuses its key files).
+	CheckOutput func(path string) error
 }
 
 // MemoryReport is memory-report.json.
@@ -186,6 +189,13 @@ func WriteMemory(ctx context.Context, v *vm.VM, outDir string, opts *MemoryOptio
 	}
 	if err := checkOutputs(outDir, memInputDirs(v, jobs), outputs, o.Force); err != nil {
 		return nil, err
+	}
+	if o.CheckOutput != nil {
+		for _, n := range outputs {
+			if err := o.CheckOutput(filepath.Join(outDir, n)); err != nil {
+				return nil, err
+			}
+		}
 	}
 	createdDir := false
 	if _, err := os.Stat(outDir); errors.Is(err, os.ErrNotExist) {
