@@ -230,11 +230,25 @@ func (i *StateInfo) WriteFlat(ctx context.Context, w io.Writer) (int64, error) {
 	return io.CopyBuffer(&ctxWriter{ctx, w}, sec, make([]byte, copyBuf))
 }
 
+// isBlockStream reports whether a .vmem plaintext starting with b is the
+// block container of §13: its first 16 bytes are a valid block header
+// (memory.ParseBlockHeader). Flat memory starts with guest page 0 (zeros,
+// or the real-mode interrupt table's far pointers), which is never one.
+// The first control byte is not looked at: a bad one is damage (exit 5),
+// not a reason to copy the file as flat memory.
+func isBlockStream(b []byte) bool {
+	if len(b) < memory.BlockHeaderSize {
+		return false
+	}
+	_, err := memory.ParseBlockHeader(b, 0, "")
+	return err == nil
+}
+
 // FlatInfo describes a .vmem's plaintext.
 type FlatInfo struct {
 	// Compressed says the plaintext is the block container of §13 (its
-	// first bytes are a valid block header and first control byte);
-	// otherwise it is flat memory already.
+	// first 16 bytes are a valid block header); otherwise it is flat
+	// memory already.
 	Compressed bool  `json:"compressed"`
 	Size       int64 `json:"size"`     // the plaintext's size
 	FlatSize   int64 `json:"flatSize"` // once decompressed
@@ -282,7 +296,7 @@ func ScanBlocks(r io.ReaderAt, size int64, name string) (FlatInfo, error) {
 	if n < int(min(int64(len(first)), size)) {
 		return fi, readErr(name, 0, err)
 	}
-	if !memory.LooksCompressed(first[:n]) {
+	if !isBlockStream(first[:n]) {
 		fi.FlatSize = size
 		return fi, nil
 	}
@@ -344,7 +358,7 @@ const copyBuf = 1 << 20
 
 // WriteFlat writes the flat memory of a .vmem data file to w: decrypted
 // (when encrypted) and decompressed (when its plaintext is the block
-// container, FlatInfo.Compressed), with decryption and decompression on a
+// container: FlatInfo.Compressed), with decryption and decompression on a
 // core each and bounded memory (memory.FlattenConcurrent); copied as is
 // otherwise. It returns the flat bytes written. Damage is an error
 // wrapping keysafe.ErrCorrupt naming the file and the plaintext offset;
@@ -366,7 +380,7 @@ func (df *DataFile) WriteFlat(ctx context.Context, w io.Writer) (int64, error) {
 	if wt, ok := r.(*encFile); ok {
 		src = wt.Reader // sequential decryption in batches of pages
 	}
-	if !memory.LooksCompressed(first[:k]) {
+	if !isBlockStream(first[:k]) {
 		n, err := src.WriteTo(cw)
 		return n, ctxErr(ctx, err)
 	}
