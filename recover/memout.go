@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vmcrypt/vmcrypt/recover/memory"
@@ -398,15 +399,19 @@ func progressOf(f func(Progress), file, phase string) vmdk.Progress {
 // writeFlatFile creates path and fills it with what write produces (flat
 // memory, in order): all-zero pages are left as holes, the sha256 is
 // computed in order, and the file is synced. It returns the bytes written
-// and their sha256.
+// and their sha256. Hashing and writing run on goroutines of their own
+// (flatSink), beside the decoder.
 func writeFlatFile(ctx context.Context, path string, write func(context.Context, io.Writer) (int64, error), prog vmdk.Progress, total int64) (int64, string, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return 0, "", err
 	}
 	defer f.Close()
-	sink := &flatSink{f: f, h: sha256.New(), prog: prog, total: total}
+	sink := newFlatSink(f, prog, total)
 	n, err := write(ctx, sink)
+	if cerr := sink.close(); err == nil {
+		err = cerr
+	}
 	if err != nil {
 		return n, "", err
 	}
@@ -425,21 +430,116 @@ func writeFlatFile(ctx context.Context, path string, write func(context.Context,
 	return n, hex.EncodeToString(sink.h.Sum(nil)), nil
 }
 
-// flatSink writes a stream at increasing offsets of a file, leaving
-// all-zero pages unwritten (the file stays sparse; the caller truncates
-// it to its size), and hashes it in order. It allocates nothing per write.
-type flatSink struct {
-	f     *os.File
-	h     hash.Hash
-	off   int64
-	prog  vmdk.Progress
-	total int64
+// Buffers of flatSink: sinkBufs of sinkBufSize bytes (a block of VMware's
+// .vmem each), so memory stays bounded.
+const (
+	sinkBufs    = 3
+	sinkBufSize = memory.BlockSize
+)
+
+// sinkBuf is a piece of the stream on its way to the hasher and the
+// writer; the last of the two to finish frees it.
+type sinkBuf struct {
+	b       []byte
+	off     int64
+	pending atomic.Int32
 }
 
-func (s *flatSink) Write(b []byte) (int, error) {
-	s.h.Write(b)
-	n := len(b)
-	off := s.off
+// flatSink takes a stream of flat memory (Write, in order) and hands each
+// piece, copied, to two goroutines: one hashes the stream in order, the
+// other writes it at its offset leaving all-zero pages unwritten (the file
+// stays sparse; the caller truncates it to its size). The decoder thus
+// runs beside the hashing and the writing. Memory is sinkBufs buffers;
+// nothing is allocated per write. close waits for both and returns the
+// first error.
+type flatSink struct {
+	f      *os.File
+	h      hash.Hash
+	off    int64
+	prog   vmdk.Progress
+	total  int64
+	free   chan *sinkBuf
+	toHash chan *sinkBuf
+	toDisk chan *sinkBuf
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	err    error
+}
+
+func newFlatSink(f *os.File, prog vmdk.Progress, total int64) *flatSink {
+	s := &flatSink{f: f, h: sha256.New(), prog: prog, total: total,
+		free: make(chan *sinkBuf, sinkBufs), toHash: make(chan *sinkBuf, sinkBufs), toDisk: make(chan *sinkBuf, sinkBufs)}
+	for range sinkBufs {
+		s.free <- &sinkBuf{b: make([]byte, sinkBufSize)}
+	}
+	s.wg.Add(2)
+	go s.worker(s.toHash, func(b *sinkBuf) error { s.h.Write(b.b); return nil })
+	go s.worker(s.toDisk, s.writeNonZero)
+	return s
+}
+
+func (s *flatSink) worker(in chan *sinkBuf, do func(*sinkBuf) error) {
+	defer s.wg.Done()
+	for b := range in {
+		if s.failed() == nil {
+			if err := do(b); err != nil {
+				s.fail(err)
+			}
+		}
+		if b.pending.Add(-1) == 0 {
+			s.free <- b
+		}
+	}
+}
+
+func (s *flatSink) fail(err error) {
+	s.mu.Lock()
+	if s.err == nil {
+		s.err = err
+	}
+	s.mu.Unlock()
+}
+
+func (s *flatSink) failed() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// Write queues a copy of p.
+func (s *flatSink) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		if err := s.failed(); err != nil {
+			return 0, err
+		}
+		b := <-s.free
+		k := copy(b.b[:cap(b.b)], p)
+		b.b, b.off = b.b[:k], s.off
+		b.pending.Store(2)
+		s.toHash <- b
+		s.toDisk <- b
+		p = p[k:]
+		s.off += int64(k)
+	}
+	if s.prog != nil {
+		s.prog(s.off, s.total)
+	}
+	return n, nil
+}
+
+// close stops the workers and returns the first error.
+func (s *flatSink) close() error {
+	close(s.toHash)
+	close(s.toDisk)
+	s.wg.Wait()
+	return s.failed()
+}
+
+// writeNonZero writes b at its offset, page by page, leaving all-zero
+// pages unwritten.
+func (s *flatSink) writeNonZero(sb *sinkBuf) error {
+	b, off := sb.b, sb.off
 	for len(b) > 0 {
 		run := 0
 		for run < len(b) {
@@ -451,7 +551,7 @@ func (s *flatSink) Write(b []byte) (int, error) {
 		}
 		if run > 0 {
 			if _, err := s.f.WriteAt(b[:run], off); err != nil {
-				return 0, err
+				return err
 			}
 			b, off = b[run:], off+int64(run)
 			continue
@@ -459,9 +559,5 @@ func (s *flatSink) Write(b []byte) (int, error) {
 		k := min(memory.PageSize, len(b))
 		b, off = b[k:], off+int64(k)
 	}
-	s.off += int64(n)
-	if s.prog != nil {
-		s.prog(s.off, s.total)
-	}
-	return n, nil
+	return nil
 }
