@@ -143,6 +143,9 @@ func vmInspectAction(c *cli.Context) error {
 		r.Memory = inspectMemory(v)
 	} else if v.Encrypted() {
 		r.Notes = append(r.Notes, "firmware, disks, Secure Boot and vMotion settings are inside encryption.data: give a key to read them")
+		if v.HasMemory() {
+			r.Notes = append(r.Notes, "the memory states (regions, sizes) are encrypted with the VM's dataFileKey: give a key to list them")
+		}
 	}
 	if c.Bool("json") {
 		enc := json.NewEncoder(c.App.Writer)
