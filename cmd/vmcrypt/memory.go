@@ -53,7 +53,8 @@ func memoryAction(c *cli.Context) error {
 	if jobs < 0 || jobs > recover.MaxJobs {
 		return usagef("--jobs %d: want 0 (all cores) to %d", jobs, recover.MaxJobs)
 	}
-	v, err := vmOpen(c, pos[0], vmOpenMode{depth: vm.DataFilesOnly, prompt: true})
+	// KeepGoing: a damaged file the states do not use does not stop them.
+	v, err := vmOpen(c, pos[0], vmOpenMode{depth: vm.DataFilesOnly, keepGoing: true, prompt: true})
 	if err != nil {
 		return err
 	}
