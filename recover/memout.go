@@ -536,28 +536,40 @@ func (s *flatSink) close() error {
 	return s.failed()
 }
 
-// writeNonZero writes b at its offset, page by page, leaving all-zero
-// pages unwritten.
+// minHole is the shortest run of zero pages flatSink leaves unwritten:
+// shorter runs are written with the data around them (one write instead
+// of many small ones).
+const minHole = 64 << 10
+
+// writeNonZero writes b at its offset, leaving runs of at least minHole
+// bytes of all-zero pages unwritten.
 func (s *flatSink) writeNonZero(sb *sinkBuf) error {
 	b, off := sb.b, sb.off
-	for len(b) > 0 {
-		run := 0
-		for run < len(b) {
-			k := min(memory.PageSize, len(b)-run)
-			if vmdk.AllZero(b[run : run+k]) {
-				break
-			}
-			run += k
-		}
-		if run > 0 {
-			if _, err := s.f.WriteAt(b[:run], off); err != nil {
-				return err
-			}
-			b, off = b[run:], off+int64(run)
+	start := 0 // first byte not yet written or skipped
+	for i := 0; i < len(b); {
+		if !vmdk.AllZero(b[i:min(i+memory.PageSize, len(b))]) {
+			i += memory.PageSize
 			continue
 		}
-		k := min(memory.PageSize, len(b))
-		b, off = b[k:], off+int64(k)
+		j := i + memory.PageSize // end of the zero run
+		for j < len(b) && vmdk.AllZero(b[j:min(j+memory.PageSize, len(b))]) {
+			j += memory.PageSize
+		}
+		j = min(j, len(b))
+		if j-i >= minHole || (j == len(b) && i == start) {
+			if i > start {
+				if _, err := s.f.WriteAt(b[start:i], off+int64(start)); err != nil {
+					return err
+				}
+			}
+			start = j
+		}
+		i = j
+	}
+	if start < len(b) {
+		if _, err := s.f.WriteAt(b[start:], off+int64(start)); err != nil {
+			return err
+		}
 	}
 	return nil
 }

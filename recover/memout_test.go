@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -226,6 +227,39 @@ func TestWriteMemoryCancel(t *testing.T) {
 		}
 		if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
 			t.Fatalf("%s: the output folder was left: %v", phase, listDir(t, out))
+		}
+	}
+}
+
+// flatSink writes what it is given at the right offsets whatever the zero
+// runs (short ones written, long ones left as holes, at piece edges too),
+// and hashes it in order.
+func TestFlatSinkContent(t *testing.T) {
+	const pg = memory.PageSize
+	var src []byte
+	for i, run := range []int{3, 1, 40, 2, 17, 16, 15, 5, 2048, 1} { // pages: data, zeros, data, ...
+		part := make([]byte, run*pg)
+		if i%2 == 0 {
+			for k := range part {
+				part[k] = byte(k*7 + i + 1)
+			}
+		}
+		src = append(src, part...)
+	}
+	src = append(src, 1, 2, 3) // an odd tail
+	for _, piece := range []int{1000, pg, 5 * pg, 3 << 20, len(src)} {
+		path := filepath.Join(t.TempDir(), "flat")
+		n, sum, err := writeFlatFile(context.Background(), path, func(ctx context.Context, w io.Writer) (int64, error) {
+			for off := 0; off < len(src); off += piece {
+				if _, err := w.Write(src[off:min(off+piece, len(src))]); err != nil {
+					return int64(off), err
+				}
+			}
+			return int64(len(src)), nil
+		}, nil, int64(len(src)))
+		got, _ := os.ReadFile(path)
+		if err != nil || n != int64(len(src)) || sum != sumHex(src) || !bytes.Equal(got, src) {
+			t.Fatalf("pieces of %d: %d bytes, %v; content equal %v", piece, n, err, bytes.Equal(got, src))
 		}
 	}
 }
