@@ -92,8 +92,9 @@ type plannedDisk struct {
 }
 
 type plannedFile struct {
-	df  *vm.DataFile
-	out string
+	df   *vm.DataFile
+	out  string
+	flat *vm.FlatInfo // a .vmem: its block headers read (Compressed: written flat)
 }
 
 // NewPlan plans the recovery of an opened, encrypted VM (vm.OpenVM with
@@ -172,6 +173,15 @@ func NewPlan(v *vm.VM, opts *Options) (*Plan, error) {
 		pf := &plannedFile{df: df, out: df.Name}
 		if err := claim(pf.out, df.Path); err != nil {
 			return nil, err
+		}
+		if df.Kind == vm.KindMemory {
+			// Every block header is checked now: a damaged .vmem stops
+			// the plan before anything is written.
+			fi, err := df.FlatInfo()
+			if err != nil {
+				return nil, err
+			}
+			pf.flat = &fi
 		}
 		p.files = append(p.files, pf)
 	}
@@ -265,7 +275,11 @@ func (p *Plan) NeedBytes() int64 {
 		}
 	}
 	for _, f := range p.files {
-		n += f.df.Size
+		if f.flat != nil {
+			n += f.flat.FlatSize
+		} else {
+			n += f.df.Size
+		}
 	}
 	return n + 1<<20
 }

@@ -55,20 +55,26 @@ func (p *Plan) inputDirs() []string {
 // checkOutDir refuses an output folder that is one of the input folders,
 // and outputs that exist (unless Force).
 func (p *Plan) checkOutDir(outDir string) error {
+	return checkOutputs(outDir, p.inputDirs(), p.outputs, p.opts.Force)
+}
+
+// checkOutputs refuses an output folder that is one of inputDirs, and
+// outputs (names in outDir) that exist unless force.
+func checkOutputs(outDir string, inputDirs, outputs []string, force bool) error {
 	if ost, err := os.Stat(outDir); err == nil {
-		for _, d := range p.inputDirs() {
+		for _, d := range inputDirs {
 			if st, err := os.Stat(d); err == nil && os.SameFile(ost, st) {
 				return fmt.Errorf("%s is %s, where the encrypted inputs are: choose another output folder: %w", outDir, d, ErrOutputIsInput)
 			}
 		}
 	}
-	for _, name := range p.outputs {
+	for _, name := range outputs {
 		st, err := os.Lstat(filepath.Join(outDir, name))
 		switch {
 		case err != nil:
 		case st.IsDir():
 			return fmt.Errorf("%s is a folder where an output file goes: move it away: %w", filepath.Join(outDir, name), ErrOutputExists)
-		case !p.opts.Force:
+		case !force:
 			return fmt.Errorf("%s already exists (replace it with force): %w", filepath.Join(outDir, name), ErrOutputExists)
 		}
 	}
@@ -80,11 +86,17 @@ func (p *Plan) checkOutDir(outDir string) error {
 // put back if a later rename fails, so that a failure leaves the previous
 // recovery as it was.
 func (p *Plan) publish(stage *outfile.Dir, outDir string) error {
+	return publishStage(stage, outDir, p.opts.Force, ReportName)
+}
+
+// publishStage renames every file of stage into outDir, the report
+// (named report) last, as Plan.publish does.
+func publishStage(stage *outfile.Dir, outDir string, force bool, report string) error {
 	ents, err := stage.ReadDir()
 	if err != nil {
 		return err
 	}
-	sort.SliceStable(ents, func(i, j int) bool { return ents[j].Name() == ReportName && ents[i].Name() != ReportName })
+	sort.SliceStable(ents, func(i, j int) bool { return ents[j].Name() == report && ents[i].Name() != report })
 	aside := filepath.Join(stage.Path, ".replaced")
 	type moved struct{ dst, aside string }
 	var done []string
@@ -100,7 +112,7 @@ func (p *Plan) publish(stage *outfile.Dir, outDir string) error {
 	for _, e := range ents {
 		dst := filepath.Join(outDir, e.Name())
 		if st, err := os.Lstat(dst); err == nil {
-			if !p.opts.Force || st.IsDir() {
+			if !force || st.IsDir() {
 				undo()
 				return fmt.Errorf("%s appeared while recovering: %w", dst, ErrOutputExists)
 			}

@@ -56,6 +56,21 @@ type FileReport struct {
 	// MAC: "verified (model)", "not checked (unknown scheme)", "not
 	// checked (ignored)"; empty for plain files.
 	MAC string `json:"mac,omitempty"`
+	// Memory describes a .vmem, written flat (decompressed).
+	Memory *FlatReport `json:"memory,omitempty"`
+}
+
+// FlatReport describes a .vmem written flat: the decrypted block stream
+// (docs/formats.md §13) decompressed, as a plain VM holds it.
+type FlatReport struct {
+	// Compressed says the plaintext was the block container (false: it
+	// was flat already and was copied as is).
+	Compressed     bool   `json:"compressed"`
+	CompressedSize int64  `json:"compressedSize"` // the plaintext (block stream) size
+	FlatSize       int64  `json:"flatSize"`
+	FlatSHA256     string `json:"flatSha256"` // sha256 of the flat output
+	Blocks         int64  `json:"blocks,omitempty"`
+	RawBlocks      int64  `json:"rawBlocks,omitempty"`
 }
 
 // Output is one written file with its sha256.

@@ -17,6 +17,7 @@ import (
 	"github.com/vmcrypt/vmcrypt/vmdk"
 	"github.com/vmcrypt/vmcrypt/vmdk/outfile"
 	"github.com/vmcrypt/vmcrypt/vmx"
+	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
 )
 
 // Run writes the plain VM into outDir (created if needed). Every output is
@@ -284,37 +285,62 @@ func (p *Plan) verify(ctx context.Context, path string, src *vm.PlainDisk, name 
 // plaintext (a multiple of 512 bytes).
 const dataFileChunk = 256 * datafile.DataPerPage
 
-// runFile writes one data file (decrypted) or small plain file (copied).
+// runFile writes one data file (decrypted) or small plain file (copied); a
+// .vmem is written flat (decompressed) as a plain VM holds it.
 func (p *Plan) runFile(ctx context.Context, stage string, pf *plannedFile) (*FileReport, string, error) {
 	df := pf.df
 	fr := &FileReport{File: slash(df.Path), Output: pf.out, Encrypted: df.Encrypted, Size: df.Size, MAC: df.MAC}
-	in, err := df.Open()
+	path := filepath.Join(stage, pf.out)
+	if pf.flat != nil && pf.flat.Compressed {
+		n, sum, err := writeFlatFile(ctx, path, df.WriteFlat, p.progress(pf.out, "decompress"), pf.flat.FlatSize)
+		if err != nil {
+			return nil, "", ctxErr(ctx, err)
+		}
+		if n != pf.flat.FlatSize {
+			return nil, "", fmt.Errorf("%s: decoded to %d flat bytes, its block headers say %d (did it change?): %w", df.Path, n, pf.flat.FlatSize, keysafe.ErrCorrupt)
+		}
+		fr.Memory = &FlatReport{Compressed: true, CompressedSize: pf.flat.Size, FlatSize: n, FlatSHA256: sum, Blocks: pf.flat.Blocks, RawBlocks: pf.flat.RawBlocks}
+		return fr, sum, nil
+	}
+	sum, err := copyDataFile(ctx, df, path, p.opts.Jobs, p.progress(pf.out, "decrypt"))
 	if err != nil {
 		return nil, "", err
 	}
-	defer in.Close()
-	out, err := os.OpenFile(filepath.Join(stage, pf.out), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if pf.flat != nil { // a .vmem whose plaintext is flat already
+		fr.Memory = &FlatReport{CompressedSize: df.Size, FlatSize: df.Size, FlatSHA256: sum}
+	}
+	return fr, sum, nil
+}
+
+// copyDataFile writes the plaintext of df to path with the parallel
+// engine (chunks of whole pages, zero blocks left as holes, sha256 in
+// order) and returns the sha256.
+func copyDataFile(ctx context.Context, df *vm.DataFile, path string, jobs int, prog vmdk.Progress) (string, error) {
+	in, err := df.Open()
 	if err != nil {
-		return nil, "", err
+		return "", err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return "", err
 	}
 	defer out.Close()
 	if err := out.Truncate(in.Size()); err != nil {
-		return nil, "", err
+		return "", err
 	}
-	// Decrypted (or copied) by the parallel engine: chunks of whole pages,
-	// zero blocks left as holes, sha256 in order.
 	s, err := vmdk.Copy(ctx, out, in, in.Size(), []vmdk.Run{{Off: 0, Len: in.Size(), State: vmdk.Data}},
-		&vmdk.CopyOptions{Jobs: p.opts.Jobs, ChunkSize: dataFileChunk, Hash: true, Progress: p.progress(pf.out, "decrypt")})
+		&vmdk.CopyOptions{Jobs: jobs, ChunkSize: dataFileChunk, Hash: true, Progress: prog})
 	if err != nil {
-		return nil, "", err
+		return "", err
 	}
 	if err := out.Sync(); err != nil {
-		return nil, "", err
+		return "", err
 	}
 	if err := out.Close(); err != nil {
-		return nil, "", err
+		return "", err
 	}
-	return fr, hex.EncodeToString(s[:]), nil
+	return hex.EncodeToString(s[:]), nil
 }
 
 // ctxErr prefers the context's error when it is done (a writer may wrap a

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
@@ -43,7 +44,16 @@ type vmInspectReport struct {
 	Posture   vmx.Posture     `json:"posture"`
 	Unlocked  *vmUnlockedInfo `json:"unlocked,omitempty"`
 	Settings  *vmSettingsInfo `json:"settings,omitempty"`
-	Notes     []string        `json:"notes,omitempty"`
+	// Memory lists the memory states (suspend, snapshots) with their
+	// regions and sizes: read when the VM is opened (a key, or plain).
+	Memory []vmMemoryInfo `json:"memoryStates,omitempty"`
+	Notes  []string       `json:"notes,omitempty"`
+}
+
+// vmMemoryInfo is one memory state; Error says why it cannot be read.
+type vmMemoryInfo struct {
+	vm.StateInfo
+	Error string `json:"error,omitempty"`
 }
 
 // vmLockerInfo describes one pair of the key safe.
@@ -93,7 +103,10 @@ func vmInspectAction(c *cli.Context) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(vm.NewFormatReport(v))
 	}
-	v, err := vmOpen(c, arg, vmOpenMode{depth: vm.SettingsOnly, optionalKeys: true})
+	// Data files are probed (memory states are read) when the VM opens: a
+	// key was given, or it is plain. A damaged one is listed with its
+	// error.
+	v, err := vmOpen(c, arg, vmOpenMode{depth: vm.DataFilesOnly, keepGoing: true, optionalKeys: true})
 	if err != nil {
 		return err
 	}
@@ -127,8 +140,12 @@ func vmInspectAction(c *cli.Context) error {
 			si.DataFileKey = v.DataFileKey.Cipher
 		}
 		r.Settings = si
+		r.Memory = inspectMemory(v)
 	} else if v.Encrypted() {
 		r.Notes = append(r.Notes, "firmware, disks, Secure Boot and vMotion settings are inside encryption.data: give a key to read them")
+		if v.HasMemory() {
+			r.Notes = append(r.Notes, "the memory states (regions, sizes) are encrypted with the VM's dataFileKey: give a key to list them")
+		}
 	}
 	if c.Bool("json") {
 		enc := json.NewEncoder(c.App.Writer)
@@ -136,6 +153,27 @@ func vmInspectAction(c *cli.Context) error {
 		return enc.Encode(r)
 	}
 	return printVMInspect(c.App.Writer, r)
+}
+
+// inspectMemory reads every memory state of an opened VM.
+func inspectMemory(v *vm.VM) []vmMemoryInfo {
+	var out []vmMemoryInfo
+	for _, s := range v.MemoryStates() {
+		info, err := s.Read()
+		if err != nil {
+			info = &vm.StateInfo{Name: s.Name, Kind: s.Kind, DisplayName: s.DisplayName}
+			if s.State != nil {
+				info.StateFile = s.State.Name
+			}
+			if s.Memory != nil {
+				info.MemoryFile = s.Memory.Name
+			}
+			out = append(out, vmMemoryInfo{StateInfo: *info, Error: err.Error()})
+			continue
+		}
+		out = append(out, vmMemoryInfo{StateInfo: *info})
+	}
+	return out
 }
 
 func vmAppendOnce(list []string, s string) []string {
@@ -260,6 +298,36 @@ func printVMInspect(w io.Writer, r *vmInspectReport) error {
 			fmt.Fprintf(tw, "  Disk %s:\t%s%s\n", d.Device, d.FileName, missing)
 		}
 		tw.Flush()
+	}
+	if len(r.Memory) > 0 {
+		fmt.Fprintf(w, "\nMemory states (vmcrypt memory writes each as a Volatility pair):\n")
+		for _, m := range r.Memory {
+			files := m.StateFile
+			if m.MemoryFile != "" {
+				files = strings.TrimPrefix(files+" + "+m.MemoryFile, " + ")
+			}
+			name := m.Kind
+			if m.DisplayName != "" {
+				name += fmt.Sprintf(" %q", m.DisplayName)
+			}
+			fmt.Fprintf(w, "  %s (%s): %s\n", m.Name, name, files)
+			if m.Error != "" {
+				fmt.Fprintf(w, "    %s\n", m.Error)
+				continue
+			}
+			how := "flat"
+			switch {
+			case m.Embedded:
+				how = "inside the state file"
+			case m.Compressed:
+				how = fmt.Sprintf("compressed: %d bytes in %d blocks (%d raw)", m.MemoryBytes, m.Blocks, m.RawBlocks)
+			}
+			fmt.Fprintf(w, "    memory %d bytes (%s); guest-physical size %d\n", m.FlatSize, how, m.PhysicalSize)
+			for _, g := range m.Regions {
+				fmt.Fprintf(tw, "    region %d:\tguest-physical %#x..%#x\tflat %#x\t%d pages\n", g.Index, g.PhysStart, g.PhysEnd, g.FlatOffset, g.Pages)
+			}
+			tw.Flush()
+		}
 	}
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "\nNote: %s\n", n)

@@ -3,11 +3,13 @@ package vm
 import (
 	"encoding/base64"
 	"encoding/binary"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
 
 	"github.com/vmcrypt/vmcrypt/recover/datafile"
+	"github.com/vmcrypt/vmcrypt/recover/memory"
 	"github.com/vmcrypt/vmcrypt/vmdk"
 	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
 )
@@ -85,7 +87,22 @@ type DataFileShape struct {
 	MACMatched  int    `json:"pagesMatchingModelMac"`
 	MAC         string `json:"mac,omitempty"`
 	PlainMagic  string `json:"plaintextMagicOk,omitempty"` // "yes"/"no" (opened)
-	Error       string `json:"error,omitempty"`
+	// Checkpoint is the tag-group structure of a .vmsn/.vmss (plain or
+	// opened): names and counts, never a value.
+	Checkpoint *CheckpointShape `json:"checkpoint,omitempty"`
+	// MemoryBlocks is the block structure of a .vmem (plain or opened).
+	MemoryBlocks *FlatInfo `json:"memoryBlocks,omitempty"`
+	Error        string    `json:"error,omitempty"`
+}
+
+// CheckpointShape describes a checkpoint state file (docs/formats.md
+// §13): its header and each group's name, place, tag and block counts and
+// tag names (memory.Checkpoint.Summary).
+type CheckpointShape struct {
+	Magic   string                `json:"magic"`
+	Version uint32                `json:"version"`
+	Groups  []memory.GroupSummary `json:"groups"`
+	Error   string                `json:"error,omitempty"`
 }
 
 // formatSampleUnits caps the units sampled per disk link.
@@ -215,6 +232,7 @@ func dataFileShape(f *DataFile, v *VM) DataFileShape {
 	if f.Err != nil {
 		s.Error = safeErr(f.Err)
 	}
+	s.Checkpoint, s.MemoryBlocks = memoryShapes(f)
 	fh, err := os.Open(f.Path)
 	if err != nil {
 		s.Error = safeErr(err)
@@ -250,6 +268,30 @@ func dataFileShape(f *DataFile, v *VM) DataFileShape {
 		}
 	}
 	return s
+}
+
+// memoryShapes describes the structure of a readable state file or .vmem.
+func memoryShapes(f *DataFile) (*CheckpointShape, *FlatInfo) {
+	if f.Err != nil || (f.Kind != KindSnapshot && f.Kind != KindSuspend && f.Kind != KindMemory) {
+		return nil, nil
+	}
+	if f.Kind == KindMemory {
+		fi, err := f.FlatInfo()
+		if err != nil {
+			return nil, nil
+		}
+		return nil, &fi
+	}
+	r, err := f.Open()
+	if err != nil {
+		return &CheckpointShape{Error: safeErr(err)}, nil
+	}
+	defer r.Close()
+	cp, err := memory.ParseCheckpoint(r, r.Size(), f.Name)
+	if err != nil {
+		return &CheckpointShape{Error: safeErr(err)}, nil
+	}
+	return &CheckpointShape{Magic: fmt.Sprintf("%#08x", cp.Magic), Version: cp.Version, Groups: cp.Summary()}, nil
 }
 
 // safeErr is an error's text for the report: errors name files, offsets

@@ -35,6 +35,10 @@ const (
 	// SettingsOnly opens the key safe and the settings; disks and data
 	// files are listed (Files) but not opened.
 	SettingsOnly
+	// DataFilesOnly opens the key safe, the settings and every data
+	// file's header, and no disk (memory and inspect: a VM copied without
+	// its disks still opens).
+	DataFilesOnly
 )
 
 // Notes of modelled formats (docs/formats.md), said wherever a VM went
@@ -246,6 +250,9 @@ func OpenVM(ctx context.Context, path string, opts *Options) (_ *VM, err error) 
 		res = keys.NewResolver()
 	}
 	for _, d := range vmx.Disks(v.Settings) {
+		if o.Depth == DataFilesOnly {
+			break
+		}
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
@@ -275,7 +282,9 @@ func OpenVM(ctx context.Context, path string, opts *Options) (_ *VM, err error) 
 	if err := v.openDataFiles(ents, &o); err != nil {
 		return nil, err
 	}
-	v.Warnings = append(v.Warnings, v.unusedDisks(ents)...)
+	if o.Depth != DataFilesOnly {
+		v.Warnings = append(v.Warnings, v.unusedDisks(ents)...)
+	}
 	return v, nil
 }
 
