@@ -2,7 +2,11 @@ package view
 
 import (
 	"fmt"
+	"path/filepath"
 	"sort"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/vmcrypt/vmcrypt/recover/mount"
 	"github.com/vmcrypt/vmcrypt/recover/nbd"
@@ -39,16 +43,40 @@ func (w *View) MountFiles() []mount.File {
 func (w *View) Exports() []nbd.Export {
 	var out []nbd.Export
 	for _, f := range w.Disks() {
-		desc := fmt.Sprintf("%s %s of %s", f.Kind, f.Device, f.Source)
+		desc := fmt.Sprintf("%s %s of %s", f.Kind, f.Device, filepath.Base(f.Source))
 		if f.Snapshot != nil && f.Snapshot.DisplayName != "" {
 			desc += " (snapshot " + f.Snapshot.DisplayName + ")"
 		}
 		out = append(out, nbd.Export{
-			Name: f.Name, Description: sanitize(desc), Size: f.Size, Data: f.Data,
+			Name: f.Name, Description: description(desc), Size: f.Size, Data: f.Data,
 			Extents: extents(f.Runs, f.Size),
 		})
 	}
 	return out
+}
+
+// maxDescription caps an export description (NBD strings may be 4096
+// bytes; a description is one line).
+const maxDescription = 512
+
+// description makes text a valid NBD string: UTF-8 without control
+// characters, at most maxDescription bytes.
+func description(s string) string {
+	s = strings.ToValidUTF8(s, "_")
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return '_'
+		}
+		return r
+	}, s)
+	if len(s) > maxDescription {
+		cut := maxDescription
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut]
+	}
+	return s
 }
 
 // DefaultExport is the export a client asking for the empty name gets:

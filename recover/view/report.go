@@ -44,10 +44,10 @@ type FileReport struct {
 	MACChecked *bool `json:"macChecked,omitempty"`
 }
 
-func newReport(v *vm.VM, files []File, o Options) Report {
+func newReport(v *vm.VM, files []File, warns []string, o Options) Report {
 	r := Report{
 		Tool: o.Tool, VMX: filepath.ToSlash(v.VMXPath), Opened: o.Now().UTC(), Encrypted: v.Encrypted(),
-		Files: []FileReport{}, Warnings: v.Warnings, Notes: v.Notes(),
+		Files: []FileReport{}, Warnings: append(slices.Clip(v.Warnings), warns...), Notes: v.Notes(),
 	}
 	if v.ConfigKey != nil {
 		r.KeySafe = &KeyUse{Locker: v.Opened.Locker, Source: v.Opened.Source, Cipher: v.ConfigKey.Cipher}

@@ -127,14 +127,20 @@ type View struct {
 	Files []File
 	// Report is report.json's content.
 	Report Report
+	// Warnings are what the view left out (a data file that did not open
+	// when the VM was opened with KeepGoing), one sentence each; they are
+	// in the report too.
+	Warnings []string
 
 	closers []io.Closer
 }
 
 // New builds the view of v, opened with its keys (vm.OpenVM with a
-// Resolver, Depth Full, without KeepGoing). A plain VM is shown as it is.
-// It opens every data file (so a file that cannot be opened fails here,
-// not on the first read) and decrypts nothing else.
+// Resolver, Depth Full). A plain VM is shown as it is. A disk that did not
+// open (its Err, with KeepGoing) fails New: a wrong or missing disk key is
+// never served around. A data file that did not open is left out with a
+// warning. New opens every data file (so a file that cannot be opened
+// fails here, not on the first read) and decrypts nothing else.
 func New(v *vm.VM, opts *Options) (_ *View, err error) {
 	var o Options
 	if opts != nil {
@@ -174,6 +180,10 @@ func New(v *vm.VM, opts *Options) (_ *View, err error) {
 		return nil, err
 	}
 	for _, df := range v.DataFiles {
+		if df.Err != nil {
+			w.Warnings = append(w.Warnings, fmt.Sprintf("%s is not shown: %v", df.Name, df.Err))
+			continue
+		}
 		if slices.ContainsFunc(mem, func(f File) bool { return strings.EqualFold(f.Name, sanitize(df.Name)) }) {
 			continue // a memory view replaces the container payload
 		}
@@ -188,7 +198,7 @@ func New(v *vm.VM, opts *Options) (_ *View, err error) {
 	if err := names.claim(ReportName, "the report"); err != nil {
 		return nil, err
 	}
-	w.Report = newReport(v, w.Files, o)
+	w.Report = newReport(v, w.Files, w.Warnings, o)
 	js, err := json.MarshalIndent(w.Report, "", "  ")
 	if err != nil {
 		return nil, err
