@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -115,10 +116,7 @@ func serveListen(sock, addr string) (*serveListener, error) {
 		if err != nil {
 			return nil, err
 		}
-		host := ln.Addr().String()
-		return &serveListener{Listener: ln, desc: host, uri: func(e string) string {
-			return "nbd://" + host + "/" + url.PathEscape(e)
-		}}, nil
+		return &serveListener{Listener: ln, desc: ln.Addr().String(), uri: tcpURI(addr, ln.Addr())}, nil
 	case sock != "":
 		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
 		if err != nil {
@@ -136,6 +134,25 @@ func serveListen(sock, addr string) (*serveListener, error) {
 		return nil, err
 	}
 	return &serveListener{Listener: ln, desc: ln.Path, uri: unixURI(ln.Path)}, nil
+}
+
+// tcpURI makes nbd://HOST:PORT/EXPORT: HOST as --listen gave it (this
+// machine's name for a wildcard address), PORT the one listened on (a
+// --listen port 0 picks one).
+func tcpURI(listen string, a net.Addr) func(string) string {
+	host, _, _ := net.SplitHostPort(listen)
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "localhost"
+		if h, err := os.Hostname(); err == nil && h != "" {
+			host = h
+		}
+	}
+	port := "10809"
+	if ta, ok := a.(*net.TCPAddr); ok {
+		port = strconv.Itoa(ta.Port)
+	}
+	hp := net.JoinHostPort(host, port)
+	return func(e string) string { return "nbd://" + hp + "/" + url.PathEscape(e) }
 }
 
 // unixURI makes nbd+unix:///EXPORT?socket=PATH (nbd+unix://?socket=PATH
