@@ -90,7 +90,11 @@ func serveAction(c *cli.Context) error {
 	log := newEventLog(stderr, c.Bool("verbose"), "read error", "extents error", "panic", "accept error", "connection refused", "protocol error")
 	srv := &nbd.Server{Exports: exports, DefaultExport: w.DefaultExport(), Log: log.log}
 
-	fmt.Fprintf(stderr, "serving %d exports of %s read-only on %s; Ctrl-C stops\n", len(exports), v.VMXPath, ln.desc)
+	plural := "s"
+	if len(exports) == 1 {
+		plural = ""
+	}
+	fmt.Fprintf(stderr, "serving %d export%s of %s read-only on %s; Ctrl-C stops\n", len(exports), plural, v.VMXPath, ln.desc)
 	for _, f := range w.Disks() {
 		fmt.Fprintf(stderr, "  %s\n      %s\n", fileLine(&f), ln.uri(f.Name))
 	}
