@@ -42,8 +42,12 @@ type Options struct {
 	Jobs int
 	// Force replaces existing outputs.
 	Force bool
-	// IgnoreMAC skips the MODEL page MAC of data files (Recover only).
+	// IgnoreMAC switches the page-MAC rule of data files off (Recover
+	// only).
 	IgnoreMAC bool
+	// StrictMAC refuses data files whose MAC scheme is unknown (Recover
+	// only).
+	StrictMAC bool
 	// VMDK tunes opening disks (Recover only; nil: safe defaults).
 	VMDK *vmdk.OpenOptions
 	// DropVTPM removes the vtpm.* settings from the recovered VMX (the
@@ -231,8 +235,7 @@ func (p *Plan) planVTPM() error {
 	if r.Missing {
 		r.Note = nv + " is missing or unreadable: the vTPM state and every secret sealed to it are lost; " + r.Note
 	}
-	p.warns = append(p.warns, r.Note)
-	p.vtpm = r
+	p.vtpm = r // the report and the summary say it (Report.VTPM)
 	return nil
 }
 
@@ -291,7 +294,7 @@ func Recover(ctx context.Context, vmPath, outDir string, opts *Options) (*Report
 	if o.Resolver == nil {
 		o.Resolver = keys.NewResolver()
 	}
-	v, err := vm.OpenVM(ctx, vmPath, &vm.Options{Resolver: o.Resolver, VMDK: o.VMDK, IgnoreMAC: o.IgnoreMAC})
+	v, err := vm.OpenVM(ctx, vmPath, &vm.Options{Resolver: o.Resolver, VMDK: o.VMDK, IgnoreMAC: o.IgnoreMAC, StrictMAC: o.StrictMAC})
 	if err != nil {
 		return nil, err
 	}

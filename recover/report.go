@@ -49,11 +49,13 @@ type DiskReport struct {
 
 // FileReport describes one data file.
 type FileReport struct {
-	File       string `json:"file"`
-	Output     string `json:"output"`
-	Encrypted  bool   `json:"encrypted"`
-	Size       int64  `json:"size"`
-	MACChecked bool   `json:"macChecked"`
+	File      string `json:"file"`
+	Output    string `json:"output"`
+	Encrypted bool   `json:"encrypted"`
+	Size      int64  `json:"size"`
+	// MAC: "verified (model)", "not checked (unknown scheme)", "not
+	// checked (ignored)"; empty for plain files.
+	MAC string `json:"mac,omitempty"`
 }
 
 // Output is one written file with its sha256.

@@ -287,7 +287,7 @@ const dataFileChunk = 256 * datafile.DataPerPage
 // runFile writes one data file (decrypted) or small plain file (copied).
 func (p *Plan) runFile(ctx context.Context, stage string, pf *plannedFile) (*FileReport, string, error) {
 	df := pf.df
-	fr := &FileReport{File: slash(df.Path), Output: pf.out, Encrypted: df.Encrypted, Size: df.Size, MACChecked: df.Encrypted && !p.opts.IgnoreMAC}
+	fr := &FileReport{File: slash(df.Path), Output: pf.out, Encrypted: df.Encrypted, Size: df.Size, MAC: df.MAC}
 	in, err := df.Open()
 	if err != nil {
 		return nil, "", err

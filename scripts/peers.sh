@@ -20,13 +20,14 @@ have ewfacquire || need+=(ewf-tools)             # E01 acquisition
 have mkfs.ext4  || need+=(e2fsprogs)             # mkfs.ext4 -d, debugfs
 have fio        || need+=(fio)                   # IOPS benchmarks
 have tar        || need+=(tar)
+have crash      || need+=(crash)                 # checkpoint (.vmss/.vmsn) peer reader
 if [ ${#need[@]} -gt 0 ]; then
   echo "peers: installing ${need[*]}"
   if [ "$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-for t in qemu-img qemu-io keytool openssl bzip2 python3 /usr/bin/pykmip-server nbdinfo nbdcopy nbdkit fusermount3 mmls fls icat ewfacquire ewfverify mkfs.ext4 debugfs fio tar; do
+for t in qemu-img qemu-io keytool openssl bzip2 python3 /usr/bin/pykmip-server nbdinfo nbdcopy nbdkit fusermount3 mmls fls icat ewfacquire ewfverify mkfs.ext4 debugfs fio tar crash; do
   command -v "$t" >/dev/null 2>&1 || { echo "peers: $t still missing" >&2; exit 1; }
 done
 /usr/bin/python3 -c 'import cryptography, kmip' || { echo "peers: python3-cryptography or python3-pykmip still missing" >&2; exit 1; }

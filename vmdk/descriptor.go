@@ -558,3 +558,28 @@ func (d *Descriptor) NewContentID() {
 	}
 	d.SetDDB("ddb.longContentID", fmt.Sprintf("%x%08x", b, d.CID))
 }
+
+// Keys lists the keys the descriptor holds, header keys then ddb keys, in
+// file order (for a format report: names, never values). A key=value line
+// the parser does not know is listed too.
+func (d *Descriptor) Keys() []string {
+	var out []string
+	for _, l := range d.layout {
+		switch l.kind {
+		case layHeader, layDDB:
+			out = append(out, l.text)
+		case layRaw:
+			t := strings.TrimSpace(l.text)
+			if k, _, ok := strings.Cut(t, "="); ok && t != "" && t[0] != '#' {
+				out = append(out, strings.TrimSpace(k))
+			}
+		}
+	}
+	if d.layout == nil {
+		out = append(out, headerKeys...)
+		for _, f := range d.DDB {
+			out = append(out, f.Key)
+		}
+	}
+	return out
+}

@@ -107,6 +107,7 @@ type Link struct {
 	meta   *int64 // the disk's map memory so far (MaxMetaBytes)
 
 	scanStreams bool // OpenOptions.ScanTruncatedStreams
+	salvage     bool // OpenOptions.Salvage
 
 	mu       sync.Mutex
 	warnings []string
@@ -445,7 +446,7 @@ func (l *Link) countMeta(ext extent) error {
 }
 
 func openLink(path string, level int, opts *OpenOptions) (l *Link, err error) {
-	l = &Link{Path: path, Level: level, cache: &gtCache{}, scanStreams: opts.ScanTruncatedStreams, meta: opts.meta}
+	l = &Link{Path: path, Level: level, cache: &gtCache{}, scanStreams: opts.ScanTruncatedStreams, salvage: opts.Salvage, meta: opts.meta}
 	defer func() {
 		if err != nil {
 			l.close()
@@ -524,6 +525,7 @@ func (l *Link) openMonolithic(f io.ReaderAt, size int64) error {
 	if err != nil {
 		return err
 	}
+	ext.salvage = l.salvage
 	if err := l.countMeta(ext); err != nil {
 		return err
 	}
@@ -648,6 +650,7 @@ func (l *Link) openDescriptorFile(f *os.File, size int64, opts *OpenOptions) err
 				var se *sparseExtent
 				se, err = openSparse(ef, esize, p, n, l.cache, uint32(i), l.warn, l.scanStreams)
 				if err == nil {
+					se.salvage = l.salvage
 					ext, info.Format, info.GrainSize = se, se.format(), se.grain
 				}
 			case ExtentVMFSSparse, ExtentSESparse:

@@ -35,19 +35,22 @@ func (e *flatExtent) mapAt(off int64) (State, int64, error) {
 	if off < 0 || off >= e.n {
 		return 0, 0, fmt.Errorf("vmdk: %s: map offset %d outside 0..%d", e.name, off, e.n)
 	}
+	if off >= e.have { // past the end of a short (salvaged) file: unreadable data
+		return Data, e.n - off, nil
+	}
 	pos := e.base + off
 	dataAt, holeAt, ok := fileHoles(e.f, pos)
 	switch {
 	case !ok:
-		return Data, e.n - off, nil
+		return Data, e.have - off, nil
 	case dataAt < 0: // only a hole from here to the end of the file
-		return Zero, e.n - off, nil
+		return Zero, e.have - off, nil
 	case dataAt > pos: // a hole up to dataAt
-		return Zero, min(dataAt-pos, e.n-off), nil
+		return Zero, min(dataAt-pos, e.have-off), nil
 	case holeAt > pos:
-		return Data, min(holeAt-pos, e.n-off), nil
+		return Data, min(holeAt-pos, e.have-off), nil
 	}
-	return Data, e.n - off, nil
+	return Data, e.have - off, nil
 }
 
 func (e *flatExtent) readAt(p []byte, off int64) error {

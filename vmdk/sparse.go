@@ -140,6 +140,10 @@ type sparseExtent struct {
 
 	small      grainCache // inflated grains for reads of part of a grain
 	warnedGTE1 atomic.Bool
+	// salvage keeps grain-table entries that point past the end of the
+	// file (a truncated copy): reading such a grain fails (ErrCorrupt),
+	// for a SalvageReader to fill and list.
+	salvage bool
 
 	// a stream without its footer, mapped by scanning (scanStream)
 	mem              map[int64][]uint32 // grain tables by GD index
@@ -376,7 +380,7 @@ func (s *sparseExtent) readGT(gdi int64, sect uint32) ([]uint32, error) {
 					need = 2
 				}
 			}
-			if int64(e)*SectorSize > s.fileSize-need {
+			if int64(e)*SectorSize > s.fileSize-need && !s.salvage {
 				return nil, corruptf(s.name, off+int64(4*i), "grain table entry", "grain %d at sector %d lies outside the %d-byte file", gi, e, s.fileSize)
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"testing"
 
+	"github.com/vmcrypt/vmcrypt/vmdk"
 	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
 )
 
@@ -63,6 +64,66 @@ func FuzzDecryptData(f *testing.F) {
 		}
 		if back, err := DecryptData(key, enc); err != nil || !bytes.Equal(back, text) {
 			t.Fatal("re-encryption does not round-trip")
+		}
+	})
+}
+
+// FuzzCheckSettings: any edit never panics; an accepted one keeps
+// dataFileKey and cryptoState as they were, and its every new line is a
+// comment, a blank line or a quoted setting.
+func FuzzCheckSettings(f *testing.F) {
+	old := []byte("# c\nnvram = \"x\"\ndataFileKey = \"type=key:cipher=AES-256:key=AAAA\"\ncryptoState = \"encrypted\"\n")
+	f.Add(old, append(old, "a = \"b\"\n"...))
+	f.Add(old, []byte("nvram = \"x\r\n"))
+	f.Add([]byte("a = \"1\"\r\n"), []byte("a = \"1\"\r\na = \"2\"\r\n\xff = \"|22\"\n"))
+	f.Fuzz(func(t *testing.T, old, edited []byte) {
+		if len(old) > 4096 || len(edited) > 4096 {
+			return
+		}
+		if err := CheckSettings(old, edited); err != nil {
+			return
+		}
+		of, _ := ParseBytes(old)
+		nf, _ := ParseBytes(edited)
+		for _, k := range protectedKeys {
+			a, aok := of.Get(k)
+			b, bok := nf.Get(k)
+			if a != b || aok != bok || of.Count(k) != nf.Count(k) {
+				t.Fatalf("%s changed and was accepted", k)
+			}
+		}
+		seen := map[string]bool{}
+		for _, l := range of.Lines {
+			seen[l.Raw] = true
+		}
+		for _, l := range nf.Lines {
+			if !seen[l.Raw] && l.Kind == Other {
+				t.Fatalf("odd line %q accepted", l.Raw)
+			}
+		}
+	})
+}
+
+// FuzzRewrapDescriptor: any descriptor text never panics; a rewrap that
+// succeeds changes only the encryptionKeys line and reads back the keys.
+func FuzzRewrapDescriptor(f *testing.F) {
+	f.Add([]byte("# Disk DescriptorFile\nversion=1\nencryptionKeys=\"old\"\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"monolithicSparse\"\nRW 2048 SPARSE \"d.vmdk\"\nddb.iofilters = \"vmwarevmcrypt\"\n"))
+	f.Add([]byte("encryptionKeys = old\r\ncreateType=\"x\"\r\n"))
+	f.Add([]byte("encryptionKeys=\"a\"\nencryptionKeys=\"b\"\ncreateType=\"x\"\n"))
+	f.Fuzz(func(t *testing.T, text []byte) {
+		if len(text) > 8192 {
+			return
+		}
+		out, err := RewrapDescriptor(text, "fuzz", "vmware:key/list/()")
+		if err != nil {
+			return
+		}
+		d, err := vmdk.ParseDescriptor(out, "fuzz")
+		if err != nil || d.EncryptionKeys != "vmware:key/list/()" {
+			t.Fatalf("rewrapped text does not read back: %v", err)
+		}
+		if bytes.Count(out, []byte("\n")) != bytes.Count(text, []byte("\n")) {
+			t.Fatal("line count changed")
 		}
 	})
 }

@@ -23,7 +23,7 @@ func init() {
 			"(recipe, key ids, sha256 of every plaintext, expected outcome). Every key, salt and IV\n" +
 			"derives from --seed: anyone with the recipe has the keys. Never use it for real data.",
 		ArgsUsage: "OUTDIR",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "provider", Usage: "passphrase | kms | nkp (required)"},
 			&cli.StringFlag{Name: "cipher", Value: fixtures.CipherXTSAES256, Usage: "config and data-file key cipher: aes-256 | xts-aes-256 (key providers: xts-aes-256)"},
 			&cli.StringFlag{Name: "disk", Value: "monolithicSparse", Usage: "monolithicSparse | monolithicFlat | streamOptimized | twoGbMaxExtentSparse"},
@@ -35,10 +35,12 @@ func init() {
 			&cli.BoolFlag{Name: "partial", Usage: "Workstation partial encryption: only the VMX and .nvram (vTPM) are encrypted"},
 			&cli.StringFlag{Name: "from", Usage: "use the raw image `RAW` as disk content (sparse-aware) instead of generated content"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of every key, salt, IV and content byte"},
+			&cli.IntFlag{Name: "bundle", DefaultText: "176, the model's single key dict", Usage: "`BYTES` of locked data of key-provider pairs: 272 or 288 as real vCenter bundles"},
 			&cli.StringFlag{Name: "negative", Usage: "break one thing: " + strings.Join(fixtures.Negatives(), " | ")},
 			&cli.StringFlag{Name: "name", Value: fixtures.DefaultName, Usage: "file base name of the VM"},
 			&cli.BoolFlag{Name: "json", Usage: "print fixture.json instead of a summary"},
-		},
+			&cli.BoolFlag{Name: "esxi", Usage: "make the ESXi host fixture instead (esxi_fixture.go): encrypted configuration, core dump, negatives"},
+		}, kmipFlags()...), // --provider kms --kmip ...: the KEK is made on that KMS
 		Action: fixtureAction,
 	})
 }
@@ -49,6 +51,9 @@ func fixtureAction(c *cli.Context) error {
 		return usagef("fixture: want one OUTDIR, got %d arguments", len(args))
 	}
 	out := args[0]
+	if c.Bool("esxi") {
+		return esxiFixtureAction(c, out)
+	}
 	r := fixtures.Recipe{
 		Name:     c.String("name"),
 		Provider: c.String("provider"),
@@ -62,6 +67,7 @@ func fixtureAction(c *cli.Context) error {
 		From:     c.String("from"),
 		Seed:     c.Uint64("seed"),
 		Negative: c.String("negative"),
+		Bundle:   c.Int("bundle"),
 	}
 	if r.From == "" {
 		n, err := fixtures.ParseSize(c.String("size"))
@@ -75,7 +81,13 @@ func fixtureAction(c *cli.Context) error {
 	if err := r.Normalize(); err != nil {
 		return usagef("fixture: %v", err)
 	}
-	fx, err := fixtures.Generate(out, r)
+	if err := fixtureKMSKey(c, &r); err != nil {
+		return err
+	}
+	if r.KMS != nil {
+		defer clear(r.KMS.Key)
+	}
+	fx, err := fixtures.GenerateContext(c.Context, out, r)
 	if err != nil {
 		return err
 	}

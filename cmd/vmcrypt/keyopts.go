@@ -24,12 +24,12 @@ const (
 )
 
 func keyFlags() []cli.Flag {
-	return []cli.Flag{
-		&cli.StringFlag{Name: "passphrase-file", Usage: "read the VM passphrase from `FILE` (a leading BOM and one trailing newline are dropped); or set " + envPassphrase},
-		&cli.StringSliceFlag{Name: "kek", Usage: "KEK `FILE` (JSON) or folder of raw 32-byte keys named by key id; repeatable"},
+	return append([]cli.Flag{
+		&cli.StringFlag{Name: "passphrase-file", Usage: "read the VM passphrase (or a sealed kit's) from `FILE` (a leading BOM and one trailing newline are dropped); or set " + envPassphrase},
+		&cli.StringSliceFlag{Name: "kek", Usage: "KEK `FILE` (JSON, or a sealed kit: its passphrase as for --passphrase-file) or folder of raw 32-byte keys named by key id; repeatable"},
 		&cli.StringSliceFlag{Name: "nkp-backup", Usage: "Native Key Provider backup `FILE` (.p12); repeatable"},
 		&cli.StringSliceFlag{Name: "nkp-password-file", Usage: "read an NKP backup password from `FILE` (repeatable: each backup opens with the first that fits); or set " + envNKPPassword + " (empty password if neither)"},
-	}
+	}, kmipFlags()...)
 }
 
 // readSecretFile reads a secret from a file (or a pipe: `<(...)`), dropping
@@ -72,11 +72,17 @@ func promptSecret(c *cli.Context, label string) ([]byte, error) {
 // echo, and refuses two answers that differ (a typo would lock the user
 // out).
 func promptNewSecret(c *cli.Context, label string) ([]byte, error) {
-	a, err := promptSecret(c, label)
+	return askTwice(func(l string) ([]byte, error) { return promptSecret(c, l) }, label)
+}
+
+// askTwice asks for a secret twice with ask and refuses two answers that
+// differ.
+func askTwice(ask func(label string) ([]byte, error), label string) ([]byte, error) {
+	a, err := ask(label)
 	if err != nil {
 		return nil, err
 	}
-	b, err := promptSecret(c, label+" (again)")
+	b, err := ask(label + " (again)")
 	if err != nil {
 		return nil, err
 	}

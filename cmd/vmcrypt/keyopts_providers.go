@@ -11,15 +11,17 @@ import (
 	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
 )
 
-// providerSources builds the KEK-file and NKP-backup sources from --kek
-// (repeatable: a JSON file or a folder of raw keys), --nkp-backup
+// providerSources builds the KEK-file, NKP-backup and KMIP sources from --kek
+// (repeatable: a JSON file, a sealed kit or a folder of raw keys), --nkp-backup
 // (repeatable) and --nkp-password-file (repeatable), else
-// VMCRYPT_NKP_PASSWORD, else the empty password. Every backup is opened here, so a wrong
+// VMCRYPT_NKP_PASSWORD, else the empty password, and the KMIP options
+// (keyopts_kmip.go; last, so that a key a file holds is not asked of the
+// KMS). Every backup is opened here, so a wrong
 // password (exit 3) or a damaged file (exit 5) stops before any work.
 func providerSources(c *cli.Context) ([]keys.Source, error) {
 	var srcs []keys.Source
 	for _, p := range c.StringSlice("kek") {
-		kf, err := keys.OpenKEKFile(p)
+		kf, err := openKEK(c, p)
 		if err != nil {
 			return nil, err
 		}
@@ -31,7 +33,7 @@ func providerSources(c *cli.Context) ([]keys.Source, error) {
 		if len(files) > 0 {
 			return nil, usagef("--nkp-password-file needs --nkp-backup")
 		}
-		return srcs, nil
+		return appendKMIP(c, srcs)
 	}
 	// Backups of different providers may have different passwords: each
 	// opens with the first password given that fits it.
@@ -69,7 +71,7 @@ func providerSources(c *cli.Context) ([]keys.Source, error) {
 		}
 		srcs = append(srcs, s)
 	}
-	return srcs, nil
+	return appendKMIP(c, srcs)
 }
 
 // nkpPassword returns the NKP backup password from the named --*-file flag,

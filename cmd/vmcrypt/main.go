@@ -22,6 +22,7 @@ import (
 
 	"github.com/vmcrypt/vmcrypt/recover"
 	"github.com/vmcrypt/vmcrypt/recover/datafile"
+	"github.com/vmcrypt/vmcrypt/recover/keys/kmip"
 	"github.com/vmcrypt/vmcrypt/recover/mount"
 	"github.com/vmcrypt/vmcrypt/recover/vm"
 	"github.com/vmcrypt/vmcrypt/vmdk"
@@ -55,12 +56,13 @@ func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(form
 // exitCode maps an error to the exit-code table.
 func exitCode(err error) int {
 	var ue *usageError
+	var kc *kmip.ConfigError
 	switch {
 	case err == nil:
 		return exitOK
 	case errors.Is(err, errInterrupted):
 		return exitInterrupted
-	case errors.As(err, &ue), errors.Is(err, vm.ErrNoVMX), errors.Is(err, vm.ErrManyVMX),
+	case errors.As(err, &ue), errors.As(err, &kc), errors.Is(err, vm.ErrNoVMX), errors.Is(err, vm.ErrManyVMX),
 		errors.Is(err, outfile.ErrExists), errors.Is(err, recover.ErrOutputExists), errors.Is(err, recover.ErrOutputIsInput),
 		errors.Is(err, mount.ErrNotDir), errors.Is(err, mount.ErrNotEmpty):
 		return exitUsage
@@ -133,6 +135,7 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		args = append(append([]string{args[0]}, args[2:]...), "--help")
 	}
 	err := app.RunContext(ctx, args)
+	closeKeySources(app)
 	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
 		err = fmt.Errorf("%w: stopped by a signal, no output was written (%v)", errInterrupted, err)
 	}
@@ -176,7 +179,9 @@ func message(err error) string {
 		msg += " (vmcrypt serve with an NBD client, or vmcrypt recover, work here)"
 	}
 	var nf *keysafe.KeyNotFoundError
-	if errors.As(err, &nf) {
+	if h, ok := kmipHint(err); h != "" || ok {
+		msg += h
+	} else if errors.As(err, &nf) {
 		switch {
 		case nf.Provider == "passphrase":
 			msg += " (give it with --passphrase-file or " + envPassphrase + ")"

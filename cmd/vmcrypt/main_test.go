@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/urfave/cli/v2"
 	"github.com/vmcrypt/vmcrypt/vmdk"
 	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
 )
@@ -78,4 +79,26 @@ func TestMessageNamesTheFlag(t *testing.T) {
 	if m := message(fmt.Errorf("x: %w", vmdk.ErrCorrupt)); strings.Contains(m, "--") {
 		t.Errorf("a plain corruption names a flag: %q", m)
 	}
+}
+
+// Every flag's help gives its default once (urfave adds "(default: X)";
+// a usage text that says it too would print it twice).
+func TestHelpDefaultsOnce(t *testing.T) {
+	var walk func(prefix []string, cmds []*cli.Command)
+	walk = func(prefix []string, cmds []*cli.Command) {
+		for _, c := range cmds {
+			args := append(append([]string(nil), prefix...), c.Name)
+			if len(c.Subcommands) > 0 {
+				walk(args, c.Subcommands)
+				continue
+			}
+			_, out, _ := runCLI(t, append(args, "--help")...)
+			for _, l := range strings.Split(out, "\n") {
+				if strings.Count(l, "(default") > 1 {
+					t.Errorf("vmcrypt %s: %q", strings.Join(args, " "), strings.TrimSpace(l))
+				}
+			}
+		}
+	}
+	walk(nil, newApp().Commands)
 }

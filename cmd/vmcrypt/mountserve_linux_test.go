@@ -31,7 +31,7 @@ import (
 	"github.com/vmcrypt/vmcrypt/vmdk"
 )
 
-const fixturesRoot = "../../fixtures/testdata"
+const vwFixturesRoot = "../../fixtures/testdata"
 
 // TestServeMountCheckedInFixtures: every checked-in fixture that opens,
 // served and mounted with its secrets. Through NBD: nbdinfo --list names
@@ -44,32 +44,32 @@ const fixturesRoot = "../../fixtures/testdata"
 // SEEK_DATA/SEEK_HOLE follow the VMDK's map. Both stop on an interrupt
 // (exit 130); the VM folder is unchanged and nothing is left behind.
 func TestServeMountCheckedInFixtures(t *testing.T) {
-	ents, err := os.ReadDir(fixturesRoot)
+	ents, err := os.ReadDir(vwFixturesRoot)
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := 0
 	for _, e := range ents {
-		dir := filepath.Join(fixturesRoot, e.Name())
+		dir := filepath.Join(vwFixturesRoot, e.Name())
 		m, err := fixtures.LoadManifest(dir)
 		if err != nil || m.Expect != fixtures.ExpectOpens {
 			continue
 		}
 		n++
 		t.Run(e.Name(), func(t *testing.T) {
-			mnt := mountDir(t)
+			mnt := vwMountDir(t)
 			work := t.TempDir()
-			guardNoWrites(t, dir)
+			vwGuardNoWrites(t, dir)
 			vmDir := filepath.Join(dir, fixtures.VMDir)
-			keys := manifestKeyArgs(dir, m)
-			top, base := fixtureVMDKs(vmDir, m.Recipe.Snapshot)
+			keys := vwManifestKeyArgs(dir, m)
+			top, base := vwFixtureVMDKs(vmDir, m.Recipe.Snapshot)
 			const size = 1 << 20
 			wantExports := []string{"fixture.raw"}
 			if m.Recipe.Snapshot {
 				wantExports = append(wantExports, "fixture@1.raw")
 			}
 
-			r, sock := startServe(t, vmDir, keys...)
+			r, sock := vwStartServe(t, vmDir, keys...)
 			var list []struct {
 				ExportName string `json:"export-name"`
 				Size       int64  `json:"export-size"`
@@ -81,7 +81,7 @@ func TestServeMountCheckedInFixtures(t *testing.T) {
 				} `json:"exports"`
 			}
 			listing.Exports = &list
-			out := runPeer(t, peer(t, "nbdinfo", "libnbd-bin"), "--list", "--json", "nbd+unix://?socket="+sock)
+			out := vwRunPeer(t, vwPeer(t, "nbdinfo", "libnbd-bin"), "--list", "--json", "nbd+unix://?socket="+sock)
 			if err := json.Unmarshal([]byte(out), &listing); err != nil {
 				t.Fatalf("nbdinfo --list --json: %v\n%s", err, out)
 			}
@@ -96,42 +96,42 @@ func TestServeMountCheckedInFixtures(t *testing.T) {
 				t.Fatalf("nbdinfo --list: %q, want %q", got, wantExports)
 			}
 			raw := filepath.Join(work, "disk.raw")
-			runPeer(t, peer(t, "qemu-img", "qemu-utils"), "convert", "-f", "raw", "-O", "raw", nbdURI(sock, "fixture.raw"), raw)
-			if s := fileSHA(t, raw); (s == m.SHA256.Disk) == (m.Tamper != nil) {
+			vwRunPeer(t, vwPeer(t, "qemu-img", "qemu-utils"), "convert", "-f", "raw", "-O", "raw", vwNbdURI(sock, "fixture.raw"), raw)
+			if s := vwFileSHA(t, raw); (s == m.SHA256.Disk) == (m.Tamper != nil) {
 				t.Fatalf("qemu-img convert over NBD: sha256 %s, manifest %s (tampered %v)", s, m.SHA256.Disk, m.Tamper != nil)
 			}
 			b, _ := os.ReadFile(raw)
-			nm := nbdMap(t, nbdURI(sock, "fixture.raw"), size)
-			sameMap(t, "nbdinfo --map fixture.raw", nm, qemuMap(t, top, size))
-			holesAreZero(t, "fixture.raw", nm, b)
+			nm := vwNbdMap(t, vwNbdURI(sock, "fixture.raw"), size)
+			vwSameMap(t, "nbdinfo --map fixture.raw", nm, vwQemuMap(t, top, size))
+			vwHolesAreZero(t, "fixture.raw", nm, b)
 			if m.Recipe.Snapshot {
 				braw := filepath.Join(work, "base.raw")
-				runPeer(t, peer(t, "nbdcopy", "libnbd-bin"), nbdURI(sock, "fixture@1.raw"), braw)
-				if s := fileSHA(t, braw); s != m.SHA256.BaseDisk {
+				vwRunPeer(t, vwPeer(t, "nbdcopy", "libnbd-bin"), vwNbdURI(sock, "fixture@1.raw"), braw)
+				if s := vwFileSHA(t, braw); s != m.SHA256.BaseDisk {
 					t.Fatalf("nbdcopy of fixture@1.raw: sha256 %s, manifest base disk %s", s, m.SHA256.BaseDisk)
 				}
-				sameMap(t, "nbdinfo --map fixture@1.raw", nbdMap(t, nbdURI(sock, "fixture@1.raw"), size), qemuMap(t, base, size))
+				vwSameMap(t, "nbdinfo --map fixture@1.raw", vwNbdMap(t, vwNbdURI(sock, "fixture@1.raw"), size), vwQemuMap(t, base, size))
 			}
-			stopServe(t, r)
+			vwStopServe(t, r)
 
-			mr := startMount(t, vmDir, mnt, keys...)
+			mr := vwStartMount(t, vmDir, mnt, keys...)
 			disk := filepath.Join(mnt, "fixture.raw")
-			if s := sha256sum(t, disk); s != fileSHA(t, raw) {
+			if s := vwSha256sum(t, disk); s != vwFileSHA(t, raw) {
 				t.Fatalf("mounted fixture.raw sha256 %s differs from the NBD copy", s)
 			}
 			sums := map[string]string{"fixture.nvram": m.SHA256.NVRAM, "fixture.vswp": m.SHA256.VSWP, "fixture-Snapshot1.vmsn": m.SHA256.VMSN, "fixture@1.raw": m.SHA256.BaseDisk}
 			for name, want := range sums {
 				if want != "" {
-					if s := sha256sum(t, filepath.Join(mnt, name)); s != want {
+					if s := vwSha256sum(t, filepath.Join(mnt, name)); s != want {
 						t.Fatalf("mounted %s: sha256 %s, manifest %s", name, s, want)
 					}
 				}
 			}
-			if !endsWithSHA(t, filepath.Join(mnt, "fixture.vmx"), m.SHA256.VMXBody) {
+			if !vwEndsWithSHA(t, filepath.Join(mnt, "fixture.vmx"), m.SHA256.VMXBody) {
 				t.Fatal("mounted fixture.vmx does not end with the decrypted settings of the manifest")
 			}
-			seek := seekMap(t, disk, size)
-			want := qemuMap(t, top, size)
+			seek := vwSeekMap(t, disk, size)
+			want := vwQemuMap(t, top, size)
 			for i := range seek {
 				if (seek[i] == 'd') != (want[i] == 'd') {
 					t.Fatalf("SEEK_DATA/SEEK_HOLE: sector %d is %c, qemu-img map says %c", i, seek[i], want[i])
@@ -141,10 +141,10 @@ func TestServeMountCheckedInFixtures(t *testing.T) {
 			if err := os.Remove(mnt); !errors.Is(err, syscall.EBUSY) {
 				t.Fatalf("removing the mount point: %v, want EBUSY", err)
 			}
-			if s := sha256sum(t, disk); s != fileSHA(t, raw) {
+			if s := vwSha256sum(t, disk); s != vwFileSHA(t, raw) {
 				t.Fatal("the mount changed after the removal attempt")
 			}
-			unmount(t, mr, mnt)
+			vwUnmount(t, mr, mnt)
 		})
 	}
 	if n < 15 {
@@ -152,8 +152,8 @@ func TestServeMountCheckedInFixtures(t *testing.T) {
 	}
 }
 
-// endsWithSHA reports whether some tail of the file has the given sha256.
-func endsWithSHA(t testing.TB, p, want string) bool {
+// vwEndsWithSHA reports whether some tail of the file has the given sha256.
+func vwEndsWithSHA(t testing.TB, p, want string) bool {
 	b, err := os.ReadFile(p)
 	if err != nil {
 		t.Fatal(err)
@@ -167,9 +167,9 @@ func endsWithSHA(t testing.TB, p, want string) bool {
 	return false
 }
 
-// seekMap classifies each sector of a file with SEEK_DATA/SEEK_HOLE:
+// vwSeekMap classifies each sector of a file with SEEK_DATA/SEEK_HOLE:
 // 'd' data, 'h' hole.
-func seekMap(t testing.TB, p string, size int64) sectorMap {
+func vwSeekMap(t testing.TB, p string, size int64) vwSectorMap {
 	t.Helper()
 	f, err := os.Open(p)
 	if err != nil {
@@ -197,9 +197,9 @@ func seekMap(t testing.TB, p string, size int64) sectorMap {
 	return m
 }
 
-// writeDisk writes a fixture's plaintext disk to a raw file (the
+// vwWriteDisk writes a fixture's plaintext disk to a raw file (the
 // expected content peers compare against).
-func writeDisk(t testing.TB, d fixtures.Disk, p string) {
+func vwWriteDisk(t testing.TB, d fixtures.Disk, p string) {
 	t.Helper()
 	f, err := os.Create(p)
 	if err != nil {
@@ -219,64 +219,64 @@ func writeDisk(t testing.TB, d fixtures.Disk, p string) {
 // for the disk and for its snapshot state; nbdcopy and qemu-img convert
 // give the manifest's sha256; nbdinfo --map matches qemu-img map.
 func TestServeMountGeneratedKinds(t *testing.T) {
-	qemu := peer(t, "qemu-img", "qemu-utils")
+	qemu := vwPeer(t, "qemu-img", "qemu-utils")
 	for i, disk := range []string{vmdk.SubformatMonolithicSparse, vmdk.SubformatMonolithicFlat, vmdk.SubformatStreamOptimized, vmdk.SubformatTwoGbMaxExtentSparse} {
 		provider := []string{fixtures.ProviderNKP, fixtures.ProviderPassphrase, fixtures.ProviderKMS, fixtures.ProviderPassphrase}[i]
 		layout := []fixtures.Layout{fixtures.LayoutGPTNTFS, fixtures.LayoutMBRExt4}[i%2]
 		t.Run(disk, func(t *testing.T) {
-			mnt := mountDir(t)
+			mnt := vwMountDir(t)
 			work := t.TempDir()
 			const size = 4 << 20
 			fx := recFixture(t, fixtures.Recipe{Provider: provider, Disk: disk, Size: size, Layout: layout, Snapshot: true, Memory: i%2 == 1, Seed: uint64(1300 + i)})
 			defer fx.Close()
-			guardNoWrites(t, fx.Dir)
+			vwGuardNoWrites(t, fx.Dir)
 			vmDir := filepath.Join(fx.Dir, fixtures.VMDir)
 			want, wantBase := filepath.Join(work, "want.raw"), filepath.Join(work, "base.raw")
-			writeDisk(t, fx.Disk, want)
-			writeDisk(t, fx.Base, wantBase)
-			top, base := fixtureVMDKs(vmDir, true)
+			vwWriteDisk(t, fx.Disk, want)
+			vwWriteDisk(t, fx.Base, wantBase)
+			top, base := vwFixtureVMDKs(vmDir, true)
 
-			r, sock := startServe(t, vmDir, recKeyArgs(fx)...)
-			runPeer(t, qemu, "compare", "-f", "raw", "-F", "raw", nbdURI(sock, "fixture.raw"), want)
-			runPeer(t, qemu, "compare", "-f", "raw", "-F", "raw", nbdURI(sock, "fixture@1.raw"), wantBase)
+			r, sock := vwStartServe(t, vmDir, recKeyArgs(fx)...)
+			vwRunPeer(t, qemu, "compare", "-f", "raw", "-F", "raw", vwNbdURI(sock, "fixture.raw"), want)
+			vwRunPeer(t, qemu, "compare", "-f", "raw", "-F", "raw", vwNbdURI(sock, "fixture@1.raw"), wantBase)
 			got := filepath.Join(work, "got.raw")
-			runPeer(t, peer(t, "nbdcopy", "libnbd-bin"), nbdURI(sock, "fixture.raw"), got)
-			if s := fileSHA(t, got); s != fx.Manifest.SHA256.Disk {
+			vwRunPeer(t, vwPeer(t, "nbdcopy", "libnbd-bin"), vwNbdURI(sock, "fixture.raw"), got)
+			if s := vwFileSHA(t, got); s != fx.Manifest.SHA256.Disk {
 				t.Fatalf("nbdcopy: sha256 %s, manifest %s", s, fx.Manifest.SHA256.Disk)
 			}
-			runPeer(t, qemu, "convert", "-f", "raw", "-O", "raw", nbdURI(sock, "fixture@1.raw"), got)
-			if s := fileSHA(t, got); s != fx.Manifest.SHA256.BaseDisk {
+			vwRunPeer(t, qemu, "convert", "-f", "raw", "-O", "raw", vwNbdURI(sock, "fixture@1.raw"), got)
+			if s := vwFileSHA(t, got); s != fx.Manifest.SHA256.BaseDisk {
 				t.Fatalf("qemu-img convert of the snapshot state: sha256 %s, manifest %s", s, fx.Manifest.SHA256.BaseDisk)
 			}
-			sameMap(t, "fixture.raw", nbdMap(t, nbdURI(sock, "fixture.raw"), size), qemuMap(t, top, size))
-			sameMap(t, "fixture@1.raw", nbdMap(t, nbdURI(sock, "fixture@1.raw"), size), qemuMap(t, base, size))
-			stopServe(t, r)
+			vwSameMap(t, "fixture.raw", vwNbdMap(t, vwNbdURI(sock, "fixture.raw"), size), vwQemuMap(t, top, size))
+			vwSameMap(t, "fixture@1.raw", vwNbdMap(t, vwNbdURI(sock, "fixture@1.raw"), size), vwQemuMap(t, base, size))
+			vwStopServe(t, r)
 
-			mr := startMount(t, vmDir, mnt, recKeyArgs(fx)...)
-			runPeer(t, qemu, "compare", "-f", "raw", "-F", "raw", filepath.Join(mnt, "fixture.raw"), want)
-			runPeer(t, qemu, "compare", "-f", "raw", "-F", "raw", filepath.Join(mnt, "fixture@1.raw"), wantBase)
-			unmount(t, mr, mnt)
+			mr := vwStartMount(t, vmDir, mnt, recKeyArgs(fx)...)
+			vwRunPeer(t, qemu, "compare", "-f", "raw", "-F", "raw", filepath.Join(mnt, "fixture.raw"), want)
+			vwRunPeer(t, qemu, "compare", "-f", "raw", "-F", "raw", filepath.Join(mnt, "fixture@1.raw"), wantBase)
+			vwUnmount(t, mr, mnt)
 		})
 	}
 }
 
-// secretText is the guest file the forensic tools must find.
-const secretText = "vmcrypt mount evidence: the quick brown fox 7f3a\n"
+// vwSecretText is the guest file the forensic tools must find.
+const vwSecretText = "vmcrypt mount evidence: the quick brown fox 7f3a\n"
 
-// ext4Start is the partition's first sector (1 MiB).
-const ext4Start = 2048
+// vwExt4Start is the partition's first sector (1 MiB).
+const vwExt4Start = 2048
 
-// makeExt4Image builds a 24 MiB raw disk: an MBR with one Linux partition
+// vwMakeExt4Image builds a 24 MiB raw disk: an MBR with one Linux partition
 // at 1 MiB holding a 16 MiB ext4 file system (mkfs.ext4 -d) with
 // evidence/secret.txt, and holes elsewhere.
-func makeExt4Image(t testing.TB, dir string) string {
+func vwMakeExt4Image(t testing.TB, dir string) string {
 	t.Helper()
-	mkfs := peer(t, "mkfs.ext4", "e2fsprogs")
+	mkfs := vwPeer(t, "mkfs.ext4", "e2fsprogs")
 	tree := filepath.Join(dir, "tree")
 	if err := os.MkdirAll(filepath.Join(tree, "evidence"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(tree, "evidence", "secret.txt"), []byte(secretText), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(tree, "evidence", "secret.txt"), []byte(vwSecretText), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	blob := make([]byte, 1<<20)
@@ -295,7 +295,7 @@ func makeExt4Image(t testing.TB, dir string) string {
 	var mbr [512]byte
 	e := mbr[446:462]
 	e[4] = 0x83
-	binary.LittleEndian.PutUint32(e[8:], ext4Start)
+	binary.LittleEndian.PutUint32(e[8:], vwExt4Start)
 	binary.LittleEndian.PutUint32(e[12:], 16<<20/512)
 	mbr[510], mbr[511] = 0x55, 0xaa
 	if _, err := f.WriteAt(mbr[:], 0); err != nil {
@@ -304,7 +304,7 @@ func makeExt4Image(t testing.TB, dir string) string {
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command(mkfs, "-q", "-F", "-E", fmt.Sprintf("offset=%d", ext4Start*512), "-d", tree, "-L", "evidence", img, "16M").CombinedOutput(); err != nil {
+	if out, err := exec.Command(mkfs, "-q", "-F", "-E", fmt.Sprintf("offset=%d", vwExt4Start*512), "-d", tree, "-L", "evidence", img, "16M").CombinedOutput(); err != nil {
 		t.Fatalf("mkfs.ext4: %v: %s", err, out)
 	}
 	if err := os.RemoveAll(tree); err != nil {
@@ -320,28 +320,28 @@ func makeExt4Image(t testing.TB, dir string) string {
 // ewfacquire makes an E01 that ewfverify passes with the plain image's MD5;
 // through NBD, nbdcopy and the same tools do.
 func TestForensicExt4(t *testing.T) {
-	mmls := peer(t, "mmls", "sleuthkit")
-	fls := peer(t, "fls", "sleuthkit")
-	icat := peer(t, "icat", "sleuthkit")
-	debugfs := peer(t, "debugfs", "e2fsprogs")
-	ewfacquire := peer(t, "ewfacquire", "ewf-tools")
-	ewfverify := peer(t, "ewfverify", "ewf-tools")
-	grep := peer(t, "grep", "grep")
+	mmls := vwPeer(t, "mmls", "sleuthkit")
+	fls := vwPeer(t, "fls", "sleuthkit")
+	icat := vwPeer(t, "icat", "sleuthkit")
+	debugfs := vwPeer(t, "debugfs", "e2fsprogs")
+	ewfacquire := vwPeer(t, "ewfacquire", "ewf-tools")
+	ewfverify := vwPeer(t, "ewfverify", "ewf-tools")
+	grep := vwPeer(t, "grep", "grep")
 
-	mnt := mountDir(t)
+	mnt := vwMountDir(t)
 	work := t.TempDir()
-	img := makeExt4Image(t, work)
+	img := vwMakeExt4Image(t, work)
 	fx := recFixture(t, fixtures.Recipe{Provider: fixtures.ProviderPassphrase, Disk: vmdk.SubformatMonolithicSparse, From: img, Seed: 1313})
 	defer fx.Close()
 	plain, err := os.ReadFile(img)
 	if err != nil {
 		t.Fatal(err)
 	}
-	guardNoWrites(t, fx.Dir)
+	vwGuardNoWrites(t, fx.Dir)
 	vmDir := filepath.Join(fx.Dir, fixtures.VMDir)
 
 	// The cold copy: the text is nowhere in the VM folder.
-	cmd := exec.Command(grep, "-r", "-a", "-l", "-F", strings.TrimSpace(secretText), vmDir)
+	cmd := exec.Command(grep, "-r", "-a", "-l", "-F", strings.TrimSpace(vwSecretText), vmDir)
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
@@ -351,48 +351,48 @@ func TestForensicExt4(t *testing.T) {
 	// readBack runs Sleuth Kit and debugfs on a raw disk.
 	readBack := func(disk string) {
 		t.Helper()
-		if out := runPeer(t, mmls, disk); !regexp.MustCompile(`0000002048\s+0000034815\s+0000032768\s+Linux \(0x83\)`).MatchString(out) {
+		if out := vwRunPeer(t, mmls, disk); !regexp.MustCompile(`0000002048\s+0000034815\s+0000032768\s+Linux \(0x83\)`).MatchString(out) {
 			t.Fatalf("mmls %s does not show the partition:\n%s", disk, out)
 		}
-		listing := runPeer(t, fls, "-r", "-p", "-o", fmt.Sprint(ext4Start), disk)
+		listing := vwRunPeer(t, fls, "-r", "-p", "-o", fmt.Sprint(vwExt4Start), disk)
 		m := regexp.MustCompile(`(?m)^r/r (\d+):\tevidence/secret\.txt$`).FindStringSubmatch(listing)
 		if m == nil {
 			t.Fatalf("fls does not list evidence/secret.txt:\n%s", listing)
 		}
-		if got := runPeer(t, icat, "-o", fmt.Sprint(ext4Start), disk, m[1]); got != secretText {
-			t.Fatalf("icat: %q, want %q", got, secretText)
+		if got := vwRunPeer(t, icat, "-o", fmt.Sprint(vwExt4Start), disk, m[1]); got != vwSecretText {
+			t.Fatalf("icat: %q, want %q", got, vwSecretText)
 		}
-		if got := runPeer(t, debugfs, "-R", "cat /evidence/secret.txt", fmt.Sprintf("%s?offset=%d", disk, ext4Start*512)); got != secretText {
-			t.Fatalf("debugfs cat: %q, want %q", got, secretText)
+		if got := vwRunPeer(t, debugfs, "-R", "cat /evidence/secret.txt", fmt.Sprintf("%s?offset=%d", disk, vwExt4Start*512)); got != vwSecretText {
+			t.Fatalf("debugfs cat: %q, want %q", got, vwSecretText)
 		}
 	}
 
-	mr := startMount(t, vmDir, mnt, recKeyArgs(fx)...)
+	mr := vwStartMount(t, vmDir, mnt, recKeyArgs(fx)...)
 	disk := filepath.Join(mnt, "fixture.raw")
 	readBack(disk)
 	target := filepath.Join(work, "evidence")
-	acq := runPeer(t, ewfacquire, "-u", "-q", "-t", target, "-f", "encase6", "-c", "fast", "-d", "sha256",
+	acq := vwRunPeer(t, ewfacquire, "-u", "-q", "-t", target, "-f", "encase6", "-c", "fast", "-d", "sha256",
 		"-C", "case-13", "-D", "encrypted VM through vmcrypt mount", "-e", "examiner", "-E", "ev-1", "-N", "no plaintext at rest",
 		"-m", "fixed", "-M", "physical", disk)
 	wantMD5 := fmt.Sprintf("%x", md5.Sum(plain))
 	if !strings.Contains(acq, "MD5 hash calculated over data:\t\t"+wantMD5) {
 		t.Fatalf("ewfacquire MD5 differs from the plain image's %s:\n%s", wantMD5, acq)
 	}
-	ver := runPeer(t, ewfverify, "-q", target+".E01")
+	ver := vwRunPeer(t, ewfverify, "-q", target+".E01")
 	if !strings.Contains(ver, "MD5 hash stored in file:\t\t"+wantMD5) || !strings.Contains(ver, "MD5 hash calculated over data:\t\t"+wantMD5) ||
 		!strings.Contains(ver, "ewfverify: SUCCESS") {
 		t.Fatalf("ewfverify:\n%s", ver)
 	}
-	unmount(t, mr, mnt)
+	vwUnmount(t, mr, mnt)
 
-	r, sock := startServe(t, vmDir, recKeyArgs(fx)...)
+	r, sock := vwStartServe(t, vmDir, recKeyArgs(fx)...)
 	copied := filepath.Join(work, "copy.raw")
-	runPeer(t, peer(t, "nbdcopy", "libnbd-bin"), nbdURI(sock, "fixture.raw"), copied)
+	vwRunPeer(t, vwPeer(t, "nbdcopy", "libnbd-bin"), vwNbdURI(sock, "fixture.raw"), copied)
 	readBack(copied)
-	if fileSHA(t, copied) != fileSHA(t, img) {
+	if vwFileSHA(t, copied) != vwFileSHA(t, img) {
 		t.Fatal("the NBD copy differs from the plain image")
 	}
-	stopServe(t, r)
+	vwStopServe(t, r)
 }
 
 // TestMountServeRefusals: what must mount or serve nothing, with its exit
@@ -402,28 +402,28 @@ func TestForensicExt4(t *testing.T) {
 // options (2). Nothing is mounted, no socket is left, no file is written.
 func TestMountServeRefusals(t *testing.T) {
 	fx := func(name string) (string, []string) {
-		dir := filepath.Join(fixturesRoot, name)
+		dir := filepath.Join(vwFixturesRoot, name)
 		m, err := fixtures.LoadManifest(dir)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return filepath.Join(dir, fixtures.VMDir), manifestKeyArgs(dir, m)
+		return filepath.Join(dir, fixtures.VMDir), vwManifestKeyArgs(dir, m)
 	}
 	good, goodKeys := fx("passphrase-monolithicSparse")
 	wrongPass, wrongPassKeys := fx("neg-wrong-passphrase")
 	otherKEK, otherKEKKeys := fx("neg-other-kek")
 	truncated, truncatedKeys := fx("neg-truncated-disk")
-	mnt := mountDir(t)
+	mnt := vwMountDir(t)
 	work := t.TempDir()
 	full := filepath.Join(work, "full")
 	os.Mkdir(full, 0o755)
 	os.WriteFile(filepath.Join(full, "x"), nil, 0o644)
 	afile := filepath.Join(work, "file")
 	os.WriteFile(afile, nil, 0o644)
-	sockDir := shortDir(t)
+	sockDir := vwShortDir(t)
 	existing := filepath.Join(sockDir, "taken")
 	os.WriteFile(existing, nil, 0o600)
-	guardNoWrites(t, filepath.Dir(good), filepath.Dir(wrongPass), filepath.Dir(otherKEK), filepath.Dir(truncated), work, sockDir)
+	vwGuardNoWrites(t, filepath.Dir(good), filepath.Dir(wrongPass), filepath.Dir(otherKEK), filepath.Dir(truncated), work, sockDir)
 	t.Setenv(envPassphrase, "")
 	os.Unsetenv(envPassphrase)
 
@@ -454,7 +454,7 @@ func TestMountServeRefusals(t *testing.T) {
 			if code != c.code {
 				t.Fatalf("exit %d, want %d: %s", code, c.code, stderr)
 			}
-			if mounted(t, mnt) {
+			if vwMounted(t, mnt) {
 				t.Fatal("something was mounted")
 			}
 		})
@@ -467,18 +467,18 @@ func TestMountServeRefusals(t *testing.T) {
 // log names the disk and the offset, reads of the other grains work and
 // the server stays up.
 func TestDamagedGrain(t *testing.T) {
-	qemuIO := peer(t, "qemu-io", "qemu-utils")
-	dd := peer(t, "dd", "coreutils")
-	dir := filepath.Join(fixturesRoot, "neg-flip-grain-stream")
+	qemuIO := vwPeer(t, "qemu-io", "qemu-utils")
+	dd := vwPeer(t, "dd", "coreutils")
+	dir := filepath.Join(vwFixturesRoot, "neg-flip-grain-stream")
 	m, err := fixtures.LoadManifest(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	vmDir := filepath.Join(dir, fixtures.VMDir)
-	mnt := mountDir(t)
-	guardNoWrites(t, dir)
-	keys := manifestKeyArgs(dir, m)
-	dataGrains := func(qm sectorMap) []int64 {
+	mnt := vwMountDir(t)
+	vwGuardNoWrites(t, dir)
+	keys := vwManifestKeyArgs(dir, m)
+	dataGrains := func(qm vwSectorMap) []int64 {
 		var g []int64
 		for s := 0; s < len(qm); s += 128 {
 			if qm[s] == 'd' {
@@ -487,18 +487,18 @@ func TestDamagedGrain(t *testing.T) {
 		}
 		return g
 	}
-	grains := dataGrains(qemuMap(t, filepath.Join(vmDir, "fixture.vmdk"), 1<<20))
+	grains := dataGrains(vwQemuMap(t, filepath.Join(vmDir, "fixture.vmdk"), 1<<20))
 	logOffset := regexp.MustCompile(`read error: .*\b(?:export|file)=fixture\.raw offset=(\d+)`)
 
-	r, sock := startServe(t, vmDir, keys...)
+	r, sock := vwStartServe(t, vmDir, keys...)
 	var bad, good []int64
 	for _, g := range grains {
-		cmd := exec.Command(qemuIO, "-r", "-f", "raw", "-c", fmt.Sprintf("read %d 65536", g), nbdURI(sock, "fixture.raw"))
+		cmd := exec.Command(qemuIO, "-r", "-f", "raw", "-c", fmt.Sprintf("read %d 65536", g), vwNbdURI(sock, "fixture.raw"))
 		out, err := cmd.CombinedOutput()
 		switch {
 		case err == nil && !strings.Contains(string(out), "failed"):
 			good = append(good, g)
-		case isIOError(string(out)):
+		case vwIsIOError(string(out)):
 			bad = append(bad, g)
 		default:
 			t.Fatalf("qemu-io read %d: %v: %s", g, err, out)
@@ -511,18 +511,18 @@ func TestDamagedGrain(t *testing.T) {
 	if lm == nil || lm[1] != fmt.Sprint(bad[0]) {
 		t.Fatalf("the log does not name fixture.raw at offset %d:\n%s", bad[0], r.stderr)
 	}
-	if out := runPeer(t, peer(t, "nbdinfo", "libnbd-bin"), "--list", "nbd+unix://?socket="+sock); !strings.Contains(out, "fixture.raw") || !r.running() {
+	if out := vwRunPeer(t, vwPeer(t, "nbdinfo", "libnbd-bin"), "--list", "nbd+unix://?socket="+sock); !strings.Contains(out, "fixture.raw") || !r.running() {
 		t.Fatalf("the server stopped serving after the read errors:\n%s", out)
 	}
-	stopServe(t, r)
+	vwStopServe(t, r)
 
-	mr := startMount(t, vmDir, mnt, keys...)
+	mr := vwStartMount(t, vmDir, mnt, keys...)
 	disk := filepath.Join(mnt, "fixture.raw")
 	for _, g := range grains {
 		out, err := exec.Command(dd, "if="+disk, "of=/dev/null", "bs=64K", "iflag=direct", fmt.Sprintf("skip=%d", g/65536), "count=1").CombinedOutput()
 		isBad := slices.Contains(bad, g)
 		switch {
-		case isBad && (err == nil || !isIOError(string(out))):
+		case isBad && (err == nil || !vwIsIOError(string(out))):
 			t.Fatalf("dd of the damaged grain at %d: %v, want EIO: %s", g, err, out)
 		case !isBad && err != nil:
 			t.Fatalf("dd of the good grain at %d: %v: %s", g, err, out)
@@ -531,24 +531,24 @@ func TestDamagedGrain(t *testing.T) {
 	if lm := logOffset.FindStringSubmatch(mr.stderr.String()); lm == nil || lm[1] != fmt.Sprint(bad[0]) {
 		t.Fatalf("the mount log does not name fixture.raw at offset %d:\n%s", bad[0], mr.stderr)
 	}
-	if !mounted(t, mnt) || !mr.running() {
+	if !vwMounted(t, mnt) || !mr.running() {
 		t.Fatal("the mount went away after a read error")
 	}
-	unmount(t, mr, mnt)
+	vwUnmount(t, mr, mnt)
 }
 
-// subprocess is vmcrypt running as a child process (the test binary
+// vwSubprocess is vmcrypt running as a child process (the test binary
 // re-executed), for real signals.
-type subprocess struct {
+type vwSubprocess struct {
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *vwLockedBuffer
 	done   chan struct{}
 	err    error
 }
 
-func startSubprocess(t *testing.T, args ...string) *subprocess {
+func vwStartSubprocess(t *testing.T, args ...string) *vwSubprocess {
 	t.Helper()
-	p := &subprocess{cmd: exec.Command(os.Args[0], args...), stderr: &lockedBuffer{}, done: make(chan struct{})}
+	p := &vwSubprocess{cmd: exec.Command(os.Args[0], args...), stderr: &vwLockedBuffer{}, done: make(chan struct{})}
 	p.cmd.Env = append(os.Environ(), "VMCRYPT_TEST_EXEC=1")
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
@@ -571,7 +571,7 @@ func startSubprocess(t *testing.T, args ...string) *subprocess {
 	return p
 }
 
-func (p *subprocess) running() bool {
+func (p *vwSubprocess) running() bool {
 	select {
 	case <-p.done:
 		return false
@@ -581,7 +581,7 @@ func (p *subprocess) running() bool {
 }
 
 // signal sends sig and returns the exit code.
-func (p *subprocess) signal(t *testing.T, sig os.Signal) int {
+func (p *vwSubprocess) signal(t *testing.T, sig os.Signal) int {
 	t.Helper()
 	if err := p.cmd.Process.Signal(sig); err != nil {
 		t.Fatal(err)
@@ -589,7 +589,7 @@ func (p *subprocess) signal(t *testing.T, sig os.Signal) int {
 	return p.wait(t)
 }
 
-func (p *subprocess) wait(t *testing.T) int {
+func (p *vwSubprocess) wait(t *testing.T) int {
 	t.Helper()
 	select {
 	case <-p.done:
@@ -605,29 +605,29 @@ func (p *subprocess) wait(t *testing.T) int {
 // stops serve with exit 130 and removes its socket and private folder
 // (made in TMPDIR, which must be empty again).
 func TestSignals(t *testing.T) {
-	fusermount := peer(t, "fusermount3", "fuse3")
+	fusermount := vwPeer(t, "fusermount3", "fuse3")
 	fx := recFixture(t, fixtures.Recipe{Provider: fixtures.ProviderKMS, Disk: vmdk.SubformatTwoGbMaxExtentSparse, Size: 2 << 20, Snapshot: true, Seed: 1314})
 	vmDir := filepath.Join(fx.Dir, fixtures.VMDir)
 	keys := recKeyArgs(fx)
-	mnts := []string{mountDir(t), mountDir(t), mountDir(t)}
-	guardNoWrites(t, fx.Dir)
-	startedMount := func(mnt string) *subprocess {
-		p := startSubprocess(t, append([]string{"mount", vmDir, mnt}, keys...)...)
+	mnts := []string{vwMountDir(t), vwMountDir(t), vwMountDir(t)}
+	vwGuardNoWrites(t, fx.Dir)
+	startedMount := func(mnt string) *vwSubprocess {
+		p := vwStartSubprocess(t, append([]string{"mount", vmDir, mnt}, keys...)...)
 		// Mounted, and the command said so: its start-up (which touches
 		// the mount itself) is over.
-		waitFor(t, "mount", p.running, p.stderr, func() bool {
+		vwWaitFor(t, "mount", p.running, p.stderr, func() bool {
 			_, err := os.Stat(filepath.Join(mnt, "fixture.raw"))
-			return err == nil && mounted(t, mnt) && strings.Contains(p.stderr.String(), "mounted "+vmDir)
+			return err == nil && vwMounted(t, mnt) && strings.Contains(p.stderr.String(), "mounted "+vmDir)
 		})
 		return p
 	}
 
 	p := startedMount(mnts[0])
-	if s := sha256sum(t, filepath.Join(mnts[0], "fixture.raw")); s != fx.Manifest.SHA256.Disk {
+	if s := vwSha256sum(t, filepath.Join(mnts[0], "fixture.raw")); s != fx.Manifest.SHA256.Disk {
 		t.Fatalf("mounted disk sha256 %s, manifest %s", s, fx.Manifest.SHA256.Disk)
 	}
-	if code := p.signal(t, os.Interrupt); code != exitInterrupted || mounted(t, mnts[0]) {
-		t.Fatalf("SIGINT: exit %d (want %d), still mounted %v:\n%s", code, exitInterrupted, mounted(t, mnts[0]), p.stderr)
+	if code := p.signal(t, os.Interrupt); code != exitInterrupted || vwMounted(t, mnts[0]) {
+		t.Fatalf("SIGINT: exit %d (want %d), still mounted %v:\n%s", code, exitInterrupted, vwMounted(t, mnts[0]), p.stderr)
 	}
 
 	p = startedMount(mnts[1])
@@ -657,12 +657,12 @@ func TestSignals(t *testing.T) {
 	if code != exitFailure || !strings.Contains(stderr, "fusermount3 -u "+mnts[2]) {
 		t.Fatalf("mount on a stale folder: exit %d (want %d) and the command that clears it: %s", code, exitFailure, stderr)
 	}
-	runPeer(t, fusermount, "-u", mnts[2])
+	vwRunPeer(t, fusermount, "-u", mnts[2])
 
-	s := startSubprocess(t, append([]string{"serve", vmDir}, keys...)...)
+	s := vwStartSubprocess(t, append([]string{"serve", vmDir}, keys...)...)
 	re := regexp.MustCompile(`nbd\+unix:///fixture\.raw\?socket=(\S+)`)
 	var sock string
-	waitFor(t, "serve", s.running, s.stderr, func() bool {
+	vwWaitFor(t, "serve", s.running, s.stderr, func() bool {
 		m := re.FindStringSubmatch(s.stderr.String())
 		if m != nil {
 			sock = m[1]
@@ -679,8 +679,8 @@ func TestSignals(t *testing.T) {
 		t.Fatalf("socket folder: %v, mode %v", err, st.Mode())
 	}
 	got := filepath.Join(t.TempDir(), "d.raw")
-	runPeer(t, peer(t, "nbdcopy", "libnbd-bin"), "nbd+unix:///fixture.raw?socket="+sock, got)
-	if fileSHA(t, got) != fx.Manifest.SHA256.Disk {
+	vwRunPeer(t, vwPeer(t, "nbdcopy", "libnbd-bin"), "nbd+unix:///fixture.raw?socket="+sock, got)
+	if vwFileSHA(t, got) != fx.Manifest.SHA256.Disk {
 		t.Fatal("nbdcopy from the serve process: wrong sha256")
 	}
 	if code := s.signal(t, syscall.SIGTERM); code != exitInterrupted {
@@ -700,7 +700,7 @@ func TestServeTCPAndHostileClients(t *testing.T) {
 	fx := recFixture(t, fixtures.Recipe{Provider: fixtures.ProviderPassphrase, Disk: vmdk.SubformatMonolithicSparse, Size: 8 << 20, Seed: 1315})
 	vmDir := filepath.Join(fx.Dir, fixtures.VMDir)
 	work := t.TempDir()
-	guardNoWrites(t, fx.Dir)
+	vwGuardNoWrites(t, fx.Dir)
 	before := runtime.NumGoroutine()
 
 	for _, any := range []bool{false, true} {
@@ -708,10 +708,10 @@ func TestServeTCPAndHostileClients(t *testing.T) {
 		if any {
 			args = append([]string{"serve", vmDir, "--listen", "0.0.0.0:0", "--listen-any"}, recKeyArgs(fx)...)
 		}
-		r := startCLI(t, args...)
+		r := vwStartCLI(t, args...)
 		re := regexp.MustCompile(`nbd://[^/ ]+:(\d+)/fixture\.raw`)
 		var port string
-		waitFor(t, "listening", r.running, r.stderr, func() bool {
+		vwWaitFor(t, "listening", r.running, r.stderr, func() bool {
 			m := re.FindStringSubmatch(r.stderr.String())
 			if m != nil {
 				port = m[1]
@@ -733,7 +733,7 @@ func TestServeTCPAndHostileClients(t *testing.T) {
 			c.Close()
 		}
 		// A client that starts a copy and goes away mid-read.
-		cp := exec.Command(peer(t, "nbdcopy", "libnbd-bin"), "--requests=64", "nbd://"+addr+"/fixture.raw", filepath.Join(work, "partial.raw"))
+		cp := exec.Command(vwPeer(t, "nbdcopy", "libnbd-bin"), "--requests=64", "nbd://"+addr+"/fixture.raw", filepath.Join(work, "partial.raw"))
 		if err := cp.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -741,11 +741,11 @@ func TestServeTCPAndHostileClients(t *testing.T) {
 		cp.Process.Kill()
 		cp.Wait()
 		got := filepath.Join(work, "tcp.raw")
-		runPeer(t, peer(t, "nbdcopy", "libnbd-bin"), "nbd://"+addr+"/fixture.raw", got)
-		if fileSHA(t, got) != fx.Manifest.SHA256.Disk {
+		vwRunPeer(t, vwPeer(t, "nbdcopy", "libnbd-bin"), "nbd://"+addr+"/fixture.raw", got)
+		if vwFileSHA(t, got) != fx.Manifest.SHA256.Disk {
 			t.Fatal("copy over TCP after hostile clients: wrong sha256")
 		}
-		stopServe(t, r)
+		vwStopServe(t, r)
 	}
 	for deadline := time.Now().Add(5 * time.Second); runtime.NumGoroutine() > before; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {

@@ -126,7 +126,7 @@ func nkpInspect(c *cli.Context) error {
 		err = nil
 	case errors.Is(err, keysafe.ErrWrongKey):
 		// Still show the structure; the exit code says what failed.
-		rep.Password = "does not open"
+		rep.Password = "wrong password (the backup's MAC does not verify with it)"
 		rep.Error = err.Error()
 	default:
 		// The password was not refused: what the backup holds is.
@@ -225,10 +225,13 @@ func nkpCreate(c *cli.Context) error {
 	if strings.TrimSpace(provider) == "" {
 		return usagef("--provider must name the key provider")
 	}
+	if err := refuseInputs(c, out); err != nil {
+		return err
+	}
 	if _, err := os.Lstat(out); err == nil && !c.Bool("force") {
 		return usagef("%s exists; use --force to replace it", out)
 	}
-	pw, given, err := nkpPasswordGiven(c, "password-file")
+	pw, _, err := nkpPasswordGiven(c, "password-file")
 	if err != nil {
 		return err
 	}
@@ -252,8 +255,9 @@ func nkpCreate(c *cli.Context) error {
 	if err := writeNewFile(out, raw, c.Bool("force")); err != nil {
 		return err
 	}
-	if !given {
-		fmt.Fprintf(c.App.ErrWriter, "warning: %s has an empty password\n", out)
+	if len(pw) == 0 {
+		// Whether no password was given or the file given was empty.
+		fmt.Fprintf(c.App.ErrWriter, "warning: %s has an empty password: anyone with the file opens every VM of this key provider\n", out)
 	}
 	if c.Bool("json") {
 		return nkpWriteJSON(c.App.Writer, struct {

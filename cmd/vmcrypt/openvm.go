@@ -33,7 +33,7 @@ type vmOpenMode struct {
 
 // vmOpen opens the VM at path for command c.
 func vmOpen(c *cli.Context, path string, m vmOpenMode) (*vm.VM, error) {
-	o := &vm.Options{Depth: m.depth, KeepGoing: m.keepGoing, VMDK: vmdkOpenOptions(c), IgnoreMAC: m.ignoreMAC || c.Bool("ignore-mac")}
+	o := &vm.Options{Depth: m.depth, KeepGoing: m.keepGoing, VMDK: vmdkOpenOptions(c), IgnoreMAC: m.ignoreMAC || c.Bool("ignore-mac"), StrictMAC: c.Bool("strict-mac")}
 	if !m.noKeys {
 		prompt := false
 		if m.prompt {

@@ -1,50 +1,53 @@
 package main
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
-	"os"
+	"io"
 	"path/filepath"
+
+	"github.com/vmcrypt/vmcrypt/vmdk/outfile"
 )
 
 // writeNewFile writes data to a temp file in path's folder (mode 0600: it
 // may be a key or decrypted settings), syncs it, and moves it to path: a
 // hard link that fails when path exists, or a rename when replace is true.
 func writeNewFile(path string, data []byte, replace bool) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
+	_, _, err := writeStream(path, replace, func(w io.Writer) error {
+		_, err := io.Copy(w, bytes.NewReader(data))
 		return err
-	}
-	name := tmp.Name()
-	defer os.Remove(name)
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if replace {
-		return os.Rename(name, path)
-	}
-	err = os.Link(name, path)
-	if errors.Is(err, os.ErrExist) {
-		return usagef("%s exists; use --force to replace it", path)
+	})
+	return err
+}
+
+// writeStream writes what fill produces to path the same way (package
+// outfile: a locked temporary, removed on failure or signal, renamed when
+// complete) and returns the sha256 and size of what was written.
+func writeStream(path string, replace bool, fill func(io.Writer) error) (string, int64, error) {
+	outfile.RemoveStale(filepath.Dir(path)) // a killed run's temporaries may hold secrets
+	f, err := outfile.Create(path, 0o600, replace)
+	if errors.Is(err, outfile.ErrExists) {
+		return "", 0, usagef("%s exists; use --force to replace it", path)
 	}
 	if err != nil {
-		// A file system without hard links: check, then rename.
-		if _, serr := os.Lstat(path); serr == nil {
-			return usagef("%s exists; use --force to replace it", path)
+		return "", 0, err
+	}
+	defer f.Abort()
+	if err := f.Chmod(0o600); err != nil {
+		return "", 0, err
+	}
+	h := sha256.New()
+	cw := &countWriter{w: io.MultiWriter(f, h)}
+	if err := fill(cw); err != nil {
+		return "", 0, err
+	}
+	if err := f.Commit(replace); err != nil {
+		if errors.Is(err, outfile.ErrExists) {
+			return "", 0, usagef("%s exists; use --force to replace it", path)
 		}
-		return os.Rename(name, path)
+		return "", 0, err
 	}
-	return nil
+	return hex.EncodeToString(h.Sum(nil)), cw.n, nil
 }

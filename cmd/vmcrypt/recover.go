@@ -29,11 +29,12 @@ func init() {
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the plain VM into `OUTDIR` (created if needed)"},
 			&cli.StringFlag{Name: "format", Value: recover.FormatVMDK, Usage: "`FORMAT` of disks: vmdk (plain VMDKs) or raw (one sparse .img per disk)"},
 			&cli.BoolFlag{Name: "flatten", Usage: "write one image per disk instead of keeping the snapshot chain"},
-			&cli.IntFlag{Name: "jobs", Usage: "`N` parallel workers per disk (default: all cores)"},
+			&cli.IntFlag{Name: "jobs", DefaultText: "all cores", Usage: "`N` parallel workers per disk"},
 			&cli.BoolFlag{Name: "force", Usage: "replace existing outputs"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bars, no summary (warnings still go to stderr)"},
 			&cli.BoolFlag{Name: "progress", Usage: "draw progress bars on stderr even when it is not a terminal"},
-			&cli.BoolFlag{Name: "ignore-mac", Usage: "do not check the page MACs of data files (their MAC is a modelled format)"},
+			&cli.BoolFlag{Name: "strict-mac", Usage: "refuse data files whose page MACs match no known scheme (VMware's is not public) instead of decrypting them unauthenticated"},
+			&cli.BoolFlag{Name: "ignore-mac", Usage: "switch the page-MAC rule off: read a data file whose pages partly fail their MAC (damaged) as far as it goes"},
 			&cli.BoolFlag{Name: "allow-unsafe-paths", Usage: "follow disk extent paths and parent hints that are absolute or contain \"..\", and symbolic links out of the VM folder"},
 			&cli.BoolFlag{Name: "allow-cid-mismatch", Usage: "read a chain whose parentCID differs from the parent's CID"},
 			&cli.BoolFlag{Name: "drop-vtpm", Usage: "remove the vTPM from the plain VMX (it then powers on unencrypted, but secrets sealed to the vTPM, e.g. BitLocker keys, are lost for this copy)"},
@@ -115,9 +116,12 @@ func recoverAction(c *cli.Context) error {
 		fmt.Fprintf(w, "report: %s\n", filepath.Join(rep.OutDir, recover.ReportName))
 	} else {
 		// Quiet is no bars and no summary; what was left behind or
-		// removed is still said, on stderr.
+		// removed, and the vTPM, are still said, on stderr.
 		for _, wn := range rep.Warnings {
 			fmt.Fprintf(c.App.ErrWriter, "warning: %s\n", wn)
+		}
+		if rep.VTPM != nil {
+			fmt.Fprintf(c.App.ErrWriter, "warning: vTPM: %s\n", rep.VTPM.Note)
 		}
 	}
 	return nil

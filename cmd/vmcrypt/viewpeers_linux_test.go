@@ -37,8 +37,8 @@ func init() {
 	}
 }
 
-// peer returns the path of a peer tool; a missing peer fails the test.
-func peer(t testing.TB, name, pkg string) string {
+// vwPeer returns the path of a peer tool; a missing peer fails the test.
+func vwPeer(t testing.TB, name, pkg string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
@@ -47,8 +47,8 @@ func peer(t testing.TB, name, pkg string) string {
 	return p
 }
 
-// runPeer runs a peer and returns its stdout; a failure fails the test.
-func runPeer(t testing.TB, name string, args ...string) string {
+// vwRunPeer runs a peer and returns its stdout; a failure fails the test.
+func vwRunPeer(t testing.TB, name string, args ...string) string {
 	t.Helper()
 	var stderr bytes.Buffer
 	cmd := exec.Command(name, args...)
@@ -60,38 +60,38 @@ func runPeer(t testing.TB, name string, args ...string) string {
 	return string(out)
 }
 
-// lockedBuffer is a bytes.Buffer safe for concurrent writes.
-type lockedBuffer struct {
+// vwLockedBuffer is a bytes.Buffer safe for concurrent writes.
+type vwLockedBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
+func (l *vwLockedBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
 }
 
-func (l *lockedBuffer) String() string {
+func (l *vwLockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
 }
 
-// cliRun is vmcrypt running in-process in the background.
-type cliRun struct {
+// vwCliRun is vmcrypt running in-process in the background.
+type vwCliRun struct {
 	cancel   context.CancelFunc
 	finished chan struct{}
 	code     int
-	stderr   *lockedBuffer
+	stderr   *vwLockedBuffer
 }
 
-// startCLI runs vmcrypt args in-process; cancelling stands for SIGINT.
+// vwStartCLI runs vmcrypt args in-process; cancelling stands for SIGINT.
 // It is stopped when the test ends.
-func startCLI(t *testing.T, args ...string) *cliRun {
+func vwStartCLI(t *testing.T, args ...string) *vwCliRun {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &cliRun{cancel: cancel, finished: make(chan struct{}), stderr: &lockedBuffer{}}
+	r := &vwCliRun{cancel: cancel, finished: make(chan struct{}), stderr: &vwLockedBuffer{}}
 	go func() {
 		r.code = runContext(ctx, append([]string{"vmcrypt"}, args...), io.Discard, r.stderr)
 		close(r.finished)
@@ -100,7 +100,7 @@ func startCLI(t *testing.T, args ...string) *cliRun {
 	return r
 }
 
-func (r *cliRun) running() bool {
+func (r *vwCliRun) running() bool {
 	select {
 	case <-r.finished:
 		return false
@@ -110,7 +110,7 @@ func (r *cliRun) running() bool {
 }
 
 // wait returns the exit code once the run ends.
-func (r *cliRun) wait(t testing.TB) int {
+func (r *vwCliRun) wait(t testing.TB) int {
 	t.Helper()
 	select {
 	case <-r.finished:
@@ -122,15 +122,15 @@ func (r *cliRun) wait(t testing.TB) int {
 }
 
 // stop interrupts the run and returns its exit code.
-func (r *cliRun) stop(t testing.TB) int {
+func (r *vwCliRun) stop(t testing.TB) int {
 	t.Helper()
 	r.cancel()
 	return r.wait(t)
 }
 
-// waitFor polls cond until it holds; it fails the test when running
+// vwWaitFor polls cond until it holds; it fails the test when running
 // says the command stopped, or after 20 s.
-func waitFor(t testing.TB, what string, running func() bool, stderr fmt.Stringer, cond func() bool) {
+func vwWaitFor(t testing.TB, what string, running func() bool, stderr fmt.Stringer, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
 		if !running() {
@@ -142,8 +142,8 @@ func waitFor(t testing.TB, what string, running func() bool, stderr fmt.Stringer
 	}
 }
 
-// mounted reports whether dir is a mount point (/proc/self/mountinfo).
-func mounted(t testing.TB, dir string) bool {
+// vwMounted reports whether dir is a mount point (/proc/self/mountinfo).
+func vwMounted(t testing.TB, dir string) bool {
 	t.Helper()
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -162,16 +162,16 @@ func mounted(t testing.TB, dir string) bool {
 	return false
 }
 
-// mountDir makes an empty mount point; when the test ends it must be
+// vwMountDir makes an empty mount point; when the test ends it must be
 // unmounted and empty again.
-func mountDir(t *testing.T) string {
+func vwMountDir(t *testing.T) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "mnt")
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if mounted(t, dir) {
+		if vwMounted(t, dir) {
 			exec.Command("fusermount3", "-u", "-z", dir).Run()
 			t.Errorf("%s is still mounted when the test ends", dir)
 		}
@@ -182,31 +182,31 @@ func mountDir(t *testing.T) string {
 	return dir
 }
 
-// startMount runs vmcrypt mount in-process and waits for report.json.
-func startMount(t *testing.T, vmDir, mnt string, keyArgs ...string) *cliRun {
+// vwStartMount runs vmcrypt mount in-process and waits for report.json.
+func vwStartMount(t *testing.T, vmDir, mnt string, keyArgs ...string) *vwCliRun {
 	t.Helper()
-	r := startCLI(t, append([]string{"mount", vmDir, mnt}, keyArgs...)...)
-	waitFor(t, "mount", r.running, r.stderr, func() bool {
+	r := vwStartCLI(t, append([]string{"mount", vmDir, mnt}, keyArgs...)...)
+	vwWaitFor(t, "mount", r.running, r.stderr, func() bool {
 		_, err := os.Stat(filepath.Join(mnt, "report.json"))
-		return err == nil && mounted(t, mnt)
+		return err == nil && vwMounted(t, mnt)
 	})
 	return r
 }
 
-// unmount interrupts a mount run: exit 130, the folder unmounted.
-func unmount(t *testing.T, r *cliRun, mnt string) {
+// vwUnmount interrupts a mount run: exit 130, the folder unmounted.
+func vwUnmount(t *testing.T, r *vwCliRun, mnt string) {
 	t.Helper()
 	if code := r.stop(t); code != exitInterrupted {
 		t.Fatalf("mount stopped with exit %d, want %d:\n%s", code, exitInterrupted, r.stderr)
 	}
-	if mounted(t, mnt) {
+	if vwMounted(t, mnt) {
 		t.Fatalf("%s still mounted after the interrupt", mnt)
 	}
 }
 
-// shortDir makes a folder with a short path (Unix socket paths are capped
+// vwShortDir makes a folder with a short path (Unix socket paths are capped
 // at 103 bytes; test temp folders are long), removed when the test ends.
-func shortDir(t testing.TB) string {
+func vwShortDir(t testing.TB) string {
 	t.Helper()
 	d, err := os.MkdirTemp("/tmp", "vmv")
 	if err != nil {
@@ -216,12 +216,12 @@ func shortDir(t testing.TB) string {
 	return d
 }
 
-// startServe runs vmcrypt serve in-process on a socket and waits for it.
-func startServe(t *testing.T, vmDir string, keyArgs ...string) (*cliRun, string) {
+// vwStartServe runs vmcrypt serve in-process on a socket and waits for it.
+func vwStartServe(t *testing.T, vmDir string, keyArgs ...string) (*vwCliRun, string) {
 	t.Helper()
-	sock := filepath.Join(shortDir(t), "s.sock")
-	r := startCLI(t, append([]string{"serve", vmDir, "--socket", sock}, keyArgs...)...)
-	waitFor(t, "socket", r.running, r.stderr, func() bool {
+	sock := filepath.Join(vwShortDir(t), "s.sock")
+	r := vwStartCLI(t, append([]string{"serve", vmDir, "--socket", sock}, keyArgs...)...)
+	vwWaitFor(t, "socket", r.running, r.stderr, func() bool {
 		st, err := os.Stat(sock)
 		return err == nil && st.Mode().Type() == fs.ModeSocket
 	})
@@ -233,29 +233,29 @@ func startServe(t *testing.T, vmDir string, keyArgs ...string) (*cliRun, string)
 	return r, sock
 }
 
-// stopServe interrupts a serve run: exit 130.
-func stopServe(t *testing.T, r *cliRun) {
+// vwStopServe interrupts a serve run: exit 130.
+func vwStopServe(t *testing.T, r *vwCliRun) {
 	t.Helper()
 	if code := r.stop(t); code != exitInterrupted {
 		t.Fatalf("serve stopped with exit %d, want %d:\n%s", code, exitInterrupted, r.stderr)
 	}
 }
 
-func nbdURI(sock, export string) string {
+func vwNbdURI(sock, export string) string {
 	return fmt.Sprintf("nbd+unix:///%s?socket=%s", export, sock)
 }
 
-// treeState is what a guard remembers of a file.
-type treeState struct {
+// vwTreeState is what a guard remembers of a file.
+type vwTreeState struct {
 	size  int64
 	mode  fs.FileMode
 	mtime time.Time
 	sum   string
 }
 
-func snapshotTree(t testing.TB, root string) map[string]treeState {
+func vwSnapshotTree(t testing.TB, root string) map[string]vwTreeState {
 	t.Helper()
-	out := map[string]treeState{}
+	out := map[string]vwTreeState{}
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -264,7 +264,7 @@ func snapshotTree(t testing.TB, root string) map[string]treeState {
 		if err != nil {
 			return err
 		}
-		s := treeState{size: st.Size(), mode: st.Mode(), mtime: st.ModTime()}
+		s := vwTreeState{size: st.Size(), mode: st.Mode(), mtime: st.ModTime()}
 		if st.Mode().IsRegular() {
 			b, err := os.ReadFile(p)
 			if err != nil {
@@ -285,13 +285,13 @@ func snapshotTree(t testing.TB, root string) map[string]treeState {
 	return out
 }
 
-// guardTree fails the test if anything under root differs when the test
+// vwGuardTree fails the test if anything under root differs when the test
 // ends: a file added, removed or changed (content, size, mode, mtime).
-func guardTree(t *testing.T, root string) {
+func vwGuardTree(t *testing.T, root string) {
 	t.Helper()
-	before := snapshotTree(t, root)
+	before := vwSnapshotTree(t, root)
 	t.Cleanup(func() {
-		after := snapshotTree(t, root)
+		after := vwSnapshotTree(t, root)
 		for p, b := range before {
 			if a, ok := after[p]; !ok || a != b {
 				t.Errorf("%s changed: before %+v, after %+v (present %v)", p, b, a, ok)
@@ -305,26 +305,26 @@ func guardTree(t *testing.T, root string) {
 	})
 }
 
-// guardNoWrites makes TMPDIR a new empty folder that must be empty when
+// vwGuardNoWrites makes TMPDIR a new empty folder that must be empty when
 // the test ends (the default socket folder is made there and must be
 // removed), and guards the fixture folders and the working folder.
 // Call it after the test's first t.TempDir (later ones reuse its parent).
-func guardNoWrites(t *testing.T, roots ...string) {
+func vwGuardNoWrites(t *testing.T, roots ...string) {
 	t.Helper()
-	tmp := shortDir(t)
+	tmp := vwShortDir(t)
 	t.Setenv("TMPDIR", tmp)
-	guardTree(t, tmp)
+	vwGuardTree(t, tmp)
 	wd, err := os.Getwd()
 	if err != nil {
 		t.Fatal(err)
 	}
-	guardTree(t, wd)
+	vwGuardTree(t, wd)
 	for _, r := range roots {
-		guardTree(t, r)
+		vwGuardTree(t, r)
 	}
 }
 
-func fileSHA(t testing.TB, p string) string {
+func vwFileSHA(t testing.TB, p string) string {
 	t.Helper()
 	f, err := os.Open(p)
 	if err != nil {
@@ -338,15 +338,15 @@ func fileSHA(t testing.TB, p string) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// sha256sum is the peer's digest of a file.
-func sha256sum(t testing.TB, p string) string {
+// vwSha256sum is the peer's digest of a file.
+func vwSha256sum(t testing.TB, p string) string {
 	t.Helper()
-	out := runPeer(t, peer(t, "sha256sum", "coreutils"), p)
+	out := vwRunPeer(t, vwPeer(t, "sha256sum", "coreutils"), p)
 	return strings.Fields(out)[0]
 }
 
-// manifestKeyArgs are the key options of a checked-in fixture folder.
-func manifestKeyArgs(dir string, m *fixtures.Manifest) []string {
+// vwManifestKeyArgs are the key options of a checked-in fixture folder.
+func vwManifestKeyArgs(dir string, m *fixtures.Manifest) []string {
 	var a []string
 	if p := m.Secrets.PassphraseFile; p != "" {
 		a = append(a, "--passphrase-file", filepath.Join(dir, p))
@@ -360,22 +360,22 @@ func manifestKeyArgs(dir string, m *fixtures.Manifest) []string {
 	return a
 }
 
-// sectorMap classifies each 512-byte sector of a disk: 'h' hole (not
+// vwSectorMap classifies each 512-byte sector of a disk: 'h' hole (not
 // allocated anywhere), 'z' allocated zeros, 'd' data.
-type sectorMap []byte
+type vwSectorMap []byte
 
-// nbdMap reads an export's base:allocation with nbdinfo --map --json.
-func nbdMap(t testing.TB, uri string, size int64) sectorMap {
+// vwNbdMap reads an export's base:allocation with nbdinfo --map --json.
+func vwNbdMap(t testing.TB, uri string, size int64) vwSectorMap {
 	t.Helper()
 	var ents []struct {
 		Offset, Length int64
 		Type           int
 	}
-	out := runPeer(t, peer(t, "nbdinfo", "libnbd-bin"), "--map", "--json", uri)
+	out := vwRunPeer(t, vwPeer(t, "nbdinfo", "libnbd-bin"), "--map", "--json", uri)
 	if err := json.Unmarshal([]byte(out), &ents); err != nil {
 		t.Fatalf("nbdinfo --map --json: %v\n%s", err, out)
 	}
-	m := make(sectorMap, size/512)
+	m := make(vwSectorMap, size/512)
 	var at int64
 	for _, e := range ents {
 		if e.Offset != at || e.Length <= 0 || e.Offset+e.Length > size {
@@ -399,19 +399,19 @@ func nbdMap(t testing.TB, uri string, size int64) sectorMap {
 	return m
 }
 
-// qemuMap reads the allocation of a VMDK (and its parents) with qemu-img
+// vwQemuMap reads the allocation of a VMDK (and its parents) with qemu-img
 // map: the map is structure, readable without the key.
-func qemuMap(t testing.TB, vmdkPath string, size int64) sectorMap {
+func vwQemuMap(t testing.TB, vmdkPath string, size int64) vwSectorMap {
 	t.Helper()
 	var ents []struct {
 		Start, Length int64
 		Present, Zero bool
 	}
-	out := runPeer(t, peer(t, "qemu-img", "qemu-utils"), "map", "--output=json", "-f", "vmdk", vmdkPath)
+	out := vwRunPeer(t, vwPeer(t, "qemu-img", "qemu-utils"), "map", "--output=json", "-f", "vmdk", vmdkPath)
 	if err := json.Unmarshal([]byte(out), &ents); err != nil {
 		t.Fatalf("qemu-img map: %v\n%s", err, out)
 	}
-	m := make(sectorMap, size/512)
+	m := make(vwSectorMap, size/512)
 	for _, e := range ents {
 		c := byte('d')
 		switch {
@@ -427,8 +427,8 @@ func qemuMap(t testing.TB, vmdkPath string, size int64) sectorMap {
 	return m
 }
 
-// sameMap fails the test unless two sector maps agree.
-func sameMap(t testing.TB, what string, got, want sectorMap) {
+// vwSameMap fails the test unless two sector maps agree.
+func vwSameMap(t testing.TB, what string, got, want vwSectorMap) {
 	t.Helper()
 	if len(got) != len(want) {
 		t.Fatalf("%s: %d sectors, want %d", what, len(got), len(want))
@@ -440,8 +440,8 @@ func sameMap(t testing.TB, what string, got, want sectorMap) {
 	}
 }
 
-// fixtureVMDKs names the top and base VMDK of a fixture's disk.
-func fixtureVMDKs(vmDir string, snapshot bool) (top, base string) {
+// vwFixtureVMDKs names the top and base VMDK of a fixture's disk.
+func vwFixtureVMDKs(vmDir string, snapshot bool) (top, base string) {
 	base = filepath.Join(vmDir, "fixture.vmdk")
 	top = base
 	if snapshot {
@@ -450,18 +450,18 @@ func fixtureVMDKs(vmDir string, snapshot bool) (top, base string) {
 	return top, base
 }
 
-// holesAreZero fails the test unless every hole sector of m reads as
+// vwHolesAreZero fails the test unless every hole sector of m reads as
 // zeros in the raw copy b.
-func holesAreZero(t testing.TB, what string, m sectorMap, b []byte) {
+func vwHolesAreZero(t testing.TB, what string, m vwSectorMap, b []byte) {
 	t.Helper()
 	for i, c := range m {
-		if c != 'd' && !allZero(b[i*512:(i+1)*512]) {
+		if c != 'd' && !vwAllZero(b[i*512:(i+1)*512]) {
 			t.Fatalf("%s: sector %d is reported %c but holds data", what, i, c)
 		}
 	}
 }
 
-func allZero(b []byte) bool {
+func vwAllZero(b []byte) bool {
 	for _, c := range b {
 		if c != 0 {
 			return false
@@ -470,7 +470,7 @@ func allZero(b []byte) bool {
 	return true
 }
 
-var errRe = regexp.MustCompile(`(?i)input/output error|I/O error`)
+var vwErrRe = regexp.MustCompile(`(?i)input/output error|I/O error`)
 
-// isIOError reports whether a peer's output says EIO.
-func isIOError(out string) bool { return errRe.MatchString(out) }
+// vwIsIOError reports whether a peer's output says EIO.
+func vwIsIOError(out string) bool { return vwErrRe.MatchString(out) }

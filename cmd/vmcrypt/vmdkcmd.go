@@ -47,7 +47,7 @@ func init() {
 					&cli.StringFlag{Name: "format", Value: "raw", Usage: "`FORMAT` of OUT: raw (sparse) or vmdk"},
 					&cli.StringFlag{Name: "subformat", Value: vmdk.SubformatMonolithicSparse, Usage: "`SUBFORMAT` for --format vmdk: monolithicSparse, monolithicFlat, twoGbMaxExtentSparse or streamOptimized"},
 					&cli.BoolFlag{Name: "force", Usage: "replace OUT if it exists"},
-					&cli.IntFlag{Name: "jobs", Value: 0, Usage: "`N` parallel workers (default: all cores)"},
+					&cli.IntFlag{Name: "jobs", DefaultText: "all cores", Usage: "`N` parallel workers"},
 					&cli.BoolFlag{Name: "salvage", Usage: "write what can be read of a damaged or truncated disk (zeros for the rest) and list the missing ranges, instead of failing"},
 				}, append(openFlags, keyFlags()...)...),
 				Action: vmdkExport,
@@ -289,6 +289,9 @@ func vmdkExport(c *cli.Context) error {
 	}
 	if _, err := os.Lstat(out); err == nil && !o.Force {
 		return usagef("%s exists; use --force to replace it", out)
+	}
+	if err := refuseInputs(c, out); err != nil {
+		return err
 	}
 	if err := vmdkCheckNotInput(out, d, o.Format); err != nil {
 		return err

@@ -24,8 +24,8 @@ func init() {
 	}
 	register(&cli.Command{
 		Name:  "vmx",
-		Usage: "decrypt or encrypt a .vmx file, or export its passphrase hash",
-		Subcommands: []*cli.Command{
+		Usage: "decrypt or encrypt a .vmx file, export its passphrase hash, change its passphrase or settings",
+		Subcommands: append([]*cli.Command{
 			{
 				Name:      "decrypt",
 				Usage:     "write the VMX with its encryption.data decrypted (plain header lines, then the settings)",
@@ -53,7 +53,7 @@ func init() {
 				},
 				Action: vmxHash,
 			},
-		},
+		}, vmxChangeCommands()...),
 	})
 }
 
@@ -65,6 +65,25 @@ func vmOneArg(c *cli.Context, what string) (string, error) {
 		return "", usagef("%s takes one %s (got %d arguments)", c.Command.FullName(), what, len(pos))
 	}
 	return pos[0], nil
+}
+
+// vmLoadVMX takes the command's single argument (a VM folder or a .vmx),
+// finds the .vmx (vm.FindVMX) and reads it, for commands that change the
+// VMX file itself.
+func vmLoadVMX(c *cli.Context, what string) (string, *vmx.File, error) {
+	arg, err := vmOneArg(c, what)
+	if err != nil {
+		return "", nil, err
+	}
+	path, err := vm.FindVMX(arg)
+	if err != nil {
+		return "", nil, err
+	}
+	vf, err := vmx.ReadFile(path)
+	if err != nil {
+		return "", nil, err
+	}
+	return path, vf, nil
 }
 
 // vmxCheckOutput refuses, before any work, an OUT that exists without

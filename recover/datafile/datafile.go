@@ -19,9 +19,14 @@
 //	MAC = first 16 bytes of HMAC-SHA256(dataFileKey, u64 pageIndex || IV || ciphertext)
 //
 // with pageIndex counting from 0 at offset 0x1000 and the whole dataFileKey
-// (32 or 64 bytes) as HMAC key. Readers verify it and fail with
-// keysafe.ErrCorrupt on a mismatch, unless Options.IgnoreMAC is set (the
-// CLI's --ignore-mac): real files may use another MAC.
+// (32 or 64 bytes) as HMAC key. Real files use a MAC that is not public, so
+// readers apply an all-or-nothing rule (docs/formats.md §9): every page
+// matches the MODEL: "verified (model)", and a page that does not is damage
+// (ErrMACMismatch); no page matches: an unknown scheme, decrypted without
+// a MAC check ("not checked", MACUnknown; Options.StrictMAC refuses it);
+// some match and some do not: damaged. What can still be checked is: the
+// header, the page count against logicalSize, the zero padding after it,
+// and the plaintext's own magic (Options.CheckPlain).
 //
 // # Wrong key versus corruption
 //
@@ -222,9 +227,40 @@ func noEOF(err error) error {
 type Options struct {
 	// Name names the file in errors (e.g. "vm.nvram").
 	Name string
-	// IgnoreMAC skips the MODEL page MAC check (--ignore-mac).
+	// IgnoreMAC skips the page MAC rule entirely: pages are decrypted
+	// whatever their MAC (a damaged file read as far as it goes).
 	IgnoreMAC bool
+	// StrictMAC refuses a file whose pages match no known MAC (the
+	// unknown-scheme case) with ErrMACUnknown instead of decrypting it.
+	StrictMAC bool
+	// CheckPlain, when set, checks the first page's plaintext (e.g. the
+	// magic of a .vmsn) of a file whose MAC is of an unknown scheme: the
+	// check that remains. Its error (ErrCorrupt) is returned by NewReader.
+	CheckPlain func(first []byte) error
 }
+
+// MAC statuses of a data file (the all-or-nothing rule of
+// docs/formats.md §9).
+const (
+	// MACModel: the pages carry vmcrypt's MODEL MAC; every page read is
+	// checked against it, a mismatch is damage (ErrMACMismatch).
+	MACModel = "verified (model)"
+	// MACUnknown: no page matches the MODEL MAC: the file uses a MAC
+	// scheme that is not public. It is decrypted without a MAC check; a
+	// page that does match the MODEL then means a mixed, damaged file.
+	MACUnknown = "not checked (unknown scheme)"
+	// MACIgnored: the MAC rule was switched off (Options.IgnoreMAC).
+	MACIgnored = "not checked (ignored)"
+)
+
+// ErrMACUnknown is a file whose pages match no known MAC, refused because
+// Options.StrictMAC asked for a checked MAC. It wraps keysafe.ErrUnsupported.
+var ErrMACUnknown = fmt.Errorf("the data-file MAC scheme is not known, so the data cannot be authenticated: %w", keysafe.ErrUnsupported)
+
+// macProbePages is how many pages NewReader checks to decide the MAC
+// scheme (spread over the file): one matching page means the MODEL, and
+// then every page must match.
+const macProbePages = 8
 
 // checkKey accepts a 32-byte AES-256 or 64-byte XTS-AES-256 dataFileKey.
 func checkKey(key []byte) error {
@@ -241,6 +277,7 @@ type Reader struct {
 	hdr    Header
 	name   string
 	ignore bool
+	model  bool // pages carry the MODEL MAC (else: unknown scheme)
 	block  cipher.Block
 	key    []byte
 	pool   sync.Pool // *pageState
@@ -281,10 +318,85 @@ func NewReader(r io.ReaderAt, size int64, dataFileKey []byte, opts *Options) (*R
 	rd.pool.New = func() any {
 		return &pageState{cbc: cipher.NewCBCDecrypter(blk, zeroIV), mac: hmac.New(sha256.New, rd.key)}
 	}
+	if !rd.ignore {
+		if err := rd.decideMAC(); err != nil {
+			return nil, err
+		}
+		if !rd.model && opts.StrictMAC {
+			return nil, &Error{File: rd.name, Offset: HeaderSize + DataPerPage + IVSize, Field: "page MACs", Msg: "no page matches vmcrypt's MODEL MAC and a checked MAC was required", Err: ErrMACUnknown}
+		}
+	}
 	if err := rd.checkPadding(); err != nil {
 		return nil, err
 	}
+	if opts.CheckPlain != nil && !rd.model && !rd.ignore && h.LogicalSize > 0 {
+		first := make([]byte, min(int64(DataPerPage), h.LogicalSize))
+		if _, err := rd.ReadAt(first, 0); err != nil && err != io.EOF {
+			return nil, err
+		}
+		if err := opts.CheckPlain(first); err != nil {
+			return nil, &Error{File: rd.name, Offset: HeaderSize, Field: "plaintext", Msg: err.Error(), Err: keysafe.ErrCorrupt}
+		}
+	}
 	return rd, nil
+}
+
+// decideMAC applies the all-or-nothing rule: it checks the MODEL MAC of
+// up to macProbePages pages spread over the file. All match: the MODEL
+// (every later read is checked). None match: an unknown scheme. Some
+// match and some do not: damaged, naming the first bad page.
+func (r *Reader) decideMAC() error {
+	pages := r.hdr.Pages()
+	if pages == 0 {
+		r.model = true
+		return nil
+	}
+	st := r.pool.Get().(*pageState)
+	defer r.pool.Put(st)
+	n := min(pages, macProbePages)
+	firstBad, firstGood := int64(-1), int64(-1)
+	for i := int64(0); i < n; i++ {
+		pg := i * (pages - 1) / max(n-1, 1)
+		fo := HeaderSize + pg*PageSize
+		if k, err := r.r.ReadAt(st.page[:], fo); k != PageSize {
+			return fmt.Errorf("datafile: %s: reading page %d at offset %d: %w", r.name, pg, fo, noEOF(err))
+		}
+		if r.macMatches(st, pg, st.page[:]) {
+			if firstGood < 0 {
+				firstGood = pg
+			}
+		} else if firstBad < 0 {
+			firstBad = pg
+		}
+	}
+	switch {
+	case firstBad < 0:
+		r.model = true
+	case firstGood >= 0:
+		return r.macError(firstBad, fmt.Sprintf("mismatch while page %d matches vmcrypt's MODEL MAC: some pages match and others do not, so the file is damaged", firstGood))
+	}
+	return nil
+}
+
+// MACStatus says how the pages are authenticated: MACModel, MACUnknown or
+// MACIgnored.
+func (r *Reader) MACStatus() string {
+	switch {
+	case r.ignore:
+		return MACIgnored
+	case r.model:
+		return MACModel
+	}
+	return MACUnknown
+}
+
+func (r *Reader) macMatches(st *pageState, pg int64, b []byte) bool {
+	sum := pageMAC(st.mac, st.sum[:0], st.idx[:], uint64(pg), b[DataPerPage:DataPerPage+IVSize], b[:DataPerPage])
+	return hmac.Equal(sum[:MACSize], b[DataPerPage+IVSize:PageSize])
+}
+
+func (r *Reader) macError(pg int64, msg string) error {
+	return &Error{File: r.name, Offset: HeaderSize + pg*PageSize + DataPerPage + IVSize, Field: fmt.Sprintf("page %d MAC", pg), Msg: msg, Err: ErrMACMismatch}
 }
 
 // checkPadding decrypts the last page and checks that the plaintext past
@@ -370,13 +482,13 @@ func (r *Reader) page(st *pageState, pg int64) ([]byte, error) {
 func (r *Reader) open(st *pageState, pg int64, b []byte) error {
 	ct := b[:DataPerPage]
 	iv := b[DataPerPage : DataPerPage+IVSize]
-	tag := b[DataPerPage+IVSize : PageSize]
 	if !r.ignore {
-		sum := pageMAC(st.mac, st.sum[:0], st.idx[:], uint64(pg), iv, ct)
-		if !hmac.Equal(sum[:MACSize], tag) {
-			return &Error{File: r.name, Offset: HeaderSize + pg*PageSize + DataPerPage + IVSize, Field: fmt.Sprintf("page %d MAC", pg),
-				Msg: "mismatch: the data is damaged, or the file uses another MAC than vmcrypt's MODEL of it (the data-file MAC is a modelled format)",
-				Err: ErrMACMismatch}
+		match := r.macMatches(st, pg, b)
+		switch {
+		case r.model && !match:
+			return r.macError(pg, "mismatch: the other pages carry vmcrypt's MODEL MAC, so this page is damaged")
+		case !r.model && match:
+			return r.macError(pg, "matches vmcrypt's MODEL MAC while the file's other pages do not: some pages match and others do not, so the file is damaged")
 		}
 	}
 	st.cbc.(interface{ SetIV([]byte) }).SetIV(iv)
@@ -443,6 +555,22 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 // IVs from rand (crypto/rand.Reader in real use; a fixed stream in tests).
 // It is the exact inverse of Reader, MODEL MAC included.
 func Encrypt(dst io.Writer, src io.Reader, size int64, dataFileKey []byte, version uint32, rand io.Reader) error {
+	return EncryptWith(dst, src, size, dataFileKey, version, rand, nil)
+}
+
+// EncryptOptions tune EncryptWith.
+type EncryptOptions struct {
+	// UnknownMAC writes a random 16 bytes (from rand) as each page's MAC
+	// instead of the MODEL MAC: a file as VMware writes it, whose MAC
+	// scheme is not public (fixtures of the unknown-scheme case).
+	UnknownMAC bool
+}
+
+// EncryptWith is Encrypt with options.
+func EncryptWith(dst io.Writer, src io.Reader, size int64, dataFileKey []byte, version uint32, rand io.Reader, opts *EncryptOptions) error {
+	if opts == nil {
+		opts = &EncryptOptions{}
+	}
 	if err := checkKey(dataFileKey); err != nil {
 		return err
 	}
@@ -476,8 +604,14 @@ func Encrypt(dst io.Writer, src io.Reader, size int64, dataFileKey []byte, versi
 			return fmt.Errorf("datafile: reading IV: %w", err)
 		}
 		cipher.NewCBCEncrypter(blk, iv).CryptBlocks(ct, ct)
-		s := pageMAC(mac, sum[:0], idx[:], uint64(pg), iv, ct)
-		copy(page[DataPerPage+IVSize:], s[:MACSize])
+		if opts.UnknownMAC {
+			if _, err := io.ReadFull(rand, page[DataPerPage+IVSize:]); err != nil {
+				return fmt.Errorf("datafile: reading a MAC: %w", err)
+			}
+		} else {
+			s := pageMAC(mac, sum[:0], idx[:], uint64(pg), iv, ct)
+			copy(page[DataPerPage+IVSize:], s[:MACSize])
+		}
 		if _, err := dst.Write(page[:]); err != nil {
 			return err
 		}
@@ -489,4 +623,35 @@ func Encrypt(dst io.Writer, src io.Reader, size int64, dataFileKey []byte, versi
 // container's magic.
 func IsDataFile(b []byte) bool {
 	return len(b) >= 4 && bytes.Equal(b[:4], binary.LittleEndian.AppendUint32(nil, Magic))
+}
+
+// MACSurvey checks the MODEL MAC of up to max pages spread over the file
+// (for a format report): how many were checked and how many matched.
+func MACSurvey(r io.ReaderAt, size int64, dataFileKey []byte, max int) (checked, matched int, err error) {
+	rd, err := NewReader(r, size, dataFileKey, &Options{IgnoreMAC: true})
+	if err != nil {
+		return 0, 0, err
+	}
+	st := rd.pool.Get().(*pageState)
+	defer rd.pool.Put(st)
+	pages := rd.hdr.Pages()
+	n := min(pages, int64(max))
+	for i := int64(0); i < n; i++ {
+		pg := i * (pages - 1) / max64(n-1, 1)
+		if k, err := r.ReadAt(st.page[:], HeaderSize+pg*PageSize); k != PageSize {
+			return checked, matched, noEOF(err)
+		}
+		checked++
+		if rd.macMatches(st, pg, st.page[:]) {
+			matched++
+		}
+	}
+	return checked, matched, nil
+}
+
+func max64(a, b int64) int64 {
+	if a > b {
+		return a
+	}
+	return b
 }

@@ -133,11 +133,12 @@ func TestFlippedByte(t *testing.T) {
 	for _, at := range []int{HeaderSize, HeaderSize + 100, HeaderSize + PageSize + DataPerPage, HeaderSize + 2*PageSize + DataPerPage + IVSize + 15} {
 		f := encrypt(t, p, key, 1)
 		f[at] ^= 1
+		// The MAC rule probes the pages when the reader is made: the
+		// flipped page is found there (a large file: when it is read).
 		r, err := NewReader(bytes.NewReader(f), int64(len(f)), key, &Options{Name: "vm.nvram"})
-		if err != nil {
-			t.Fatal(err)
+		if err == nil {
+			_, err = r.WriteTo(io.Discard)
 		}
-		_, err = r.WriteTo(io.Discard)
 		if !errors.Is(err, keysafe.ErrCorrupt) || errors.Is(err, keysafe.ErrWrongKey) {
 			t.Fatalf("flip at %d: WriteTo err %v, want ErrCorrupt", at, err)
 		}
@@ -146,12 +147,8 @@ func TestFlippedByte(t *testing.T) {
 		if !errors.As(err, &de) || de.File != "vm.nvram" || de.Offset != HeaderSize+pg*PageSize+DataPerPage+IVSize {
 			t.Fatalf("flip at %d: error %#v does not name the file and page %d", at, err, pg)
 		}
-		if !errors.Is(err, ErrMACMismatch) || !strings.Contains(err.Error(), "modelled") {
-			t.Fatalf("error does not explain the modelled MAC: %v", err)
-		}
-		buf := make([]byte, len(p))
-		if _, err := r.ReadAt(buf, 0); !errors.Is(err, keysafe.ErrCorrupt) {
-			t.Fatalf("ReadAt err %v", err)
+		if !errors.Is(err, ErrMACMismatch) {
+			t.Fatalf("flip at %d: %v, want ErrMACMismatch", at, err)
 		}
 		// IgnoreMAC: reads; only a MAC flip leaves the plaintext intact.
 		r2, _ := NewReader(bytes.NewReader(f), int64(len(f)), key, &Options{IgnoreMAC: true})
@@ -166,27 +163,90 @@ func TestFlippedByte(t *testing.T) {
 	}
 }
 
-// A key other than the file's fails on page 0 with ErrCorrupt (the key
-// that opened the VMX was already proven right).
+// A key other than the file's matches no page's MAC: to the MAC rule that
+// is an unknown scheme, so what remains catches it: the zero padding after
+// logicalSize, the plaintext's magic (CheckPlain), StrictMAC. (The key
+// that opened the VMX was proven right by encryption.data's MAC, so this
+// is damage, never a wrong key.)
 func TestOtherKeyIsCorrupt(t *testing.T) {
 	f := encrypt(t, plain(5000), testKey(32), 1)
 	other := testKey(32)
 	other[0] ^= 1
-	// The last page is checked when the reader is made; any other page
-	// when it is read.
 	if _, err := NewReader(bytes.NewReader(f), int64(len(f)), other, nil); !errors.Is(err, keysafe.ErrCorrupt) {
-		t.Fatalf("err %v", err)
+		t.Fatalf("padding: err %v", err)
 	}
 	whole := encrypt(t, plain(2*4064), testKey(32), 1)
-	r, err := NewReader(bytes.NewReader(whole), int64(len(whole)), other, nil)
-	if err != nil {
-		t.Fatal(err)
+	magic := func(b []byte) error {
+		if !bytes.HasPrefix(b, plain(4)) {
+			return errors.New("no magic")
+		}
+		return nil
 	}
-	if _, err := r.WriteTo(io.Discard); !errors.Is(err, keysafe.ErrCorrupt) {
-		t.Fatalf("err %v", err)
+	if _, err := NewReader(bytes.NewReader(whole), int64(len(whole)), other, &Options{CheckPlain: magic}); !errors.Is(err, keysafe.ErrCorrupt) {
+		t.Fatalf("magic: err %v", err)
+	}
+	if _, err := NewReader(bytes.NewReader(whole), int64(len(whole)), other, &Options{StrictMAC: true}); !errors.Is(err, ErrMACUnknown) || !errors.Is(err, keysafe.ErrUnsupported) {
+		t.Fatalf("strict: err %v", err)
 	}
 	if _, err := NewReader(bytes.NewReader(f), int64(len(f)), other[:31], nil); !errors.Is(err, keysafe.ErrUnsupported) {
 		t.Fatalf("31-byte key: %v", err)
+	}
+}
+
+// The all-or-nothing rule of docs/formats.md §9: random MACs (a real
+// VMware file) decrypt exactly, "not checked"; half model and half random
+// is damaged, naming the first bad page; StrictMAC refuses the unknown
+// scheme; the model file is "verified".
+func TestMACRule(t *testing.T) {
+	key := testKey(64)
+	p := plain(20 * DataPerPage)
+	enc := func(unknown bool) []byte {
+		var b bytes.Buffer
+		if err := EncryptWith(&b, bytes.NewReader(p), int64(len(p)), key, 1, rand.Reader, &EncryptOptions{UnknownMAC: unknown}); err != nil {
+			t.Fatal(err)
+		}
+		return b.Bytes()
+	}
+	model, unknown := enc(false), enc(true)
+	for _, c := range []struct {
+		name string
+		f    []byte
+		want string
+	}{{"model", model, MACModel}, {"unknown", unknown, MACUnknown}} {
+		r, err := NewReader(bytes.NewReader(c.f), int64(len(c.f)), key, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		var out bytes.Buffer
+		if _, err := r.WriteTo(&out); err != nil || !bytes.Equal(out.Bytes(), p) || r.MACStatus() != c.want {
+			t.Fatalf("%s: %v equal=%v status %q", c.name, err, bytes.Equal(out.Bytes(), p), r.MACStatus())
+		}
+	}
+	if _, err := NewReader(bytes.NewReader(unknown), int64(len(unknown)), key, &Options{StrictMAC: true}); !errors.Is(err, ErrMACUnknown) {
+		t.Fatalf("strict: %v", err)
+	}
+	// Mixed: pages 0-9 model, 10-19 random. Found when the reader is
+	// made (the probe spans the file), or at the first bad page read.
+	mixed := append([]byte(nil), model...)
+	copy(mixed[HeaderSize+10*PageSize:], unknown[HeaderSize+10*PageSize:])
+	r, err := NewReader(bytes.NewReader(mixed), int64(len(mixed)), key, &Options{Name: "m.vmsn"})
+	if err == nil {
+		_, err = r.WriteTo(io.Discard)
+	}
+	var de *Error
+	if !errors.Is(err, ErrMACMismatch) || !errors.As(err, &de) || de.Offset != HeaderSize+10*PageSize+DataPerPage+IVSize {
+		t.Fatalf("mixed: %v", err)
+	}
+	// Mixed the other way round, with one model page hidden between
+	// probed pages: found when that page is read.
+	mixed2 := append([]byte(nil), unknown...)
+	copy(mixed2[HeaderSize+6*PageSize:HeaderSize+7*PageSize], model[HeaderSize+6*PageSize:])
+	r, err = NewReader(bytes.NewReader(mixed2), int64(len(mixed2)), key, nil)
+	if err == nil {
+		_, err = r.WriteTo(io.Discard)
+	}
+	if !errors.As(err, &de) || !errors.Is(err, ErrMACMismatch) || de.Offset != HeaderSize+6*PageSize+DataPerPage+IVSize {
+		t.Fatalf("hidden model page: %v", err)
 	}
 }
 

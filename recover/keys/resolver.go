@@ -212,7 +212,10 @@ func (r *Resolver) Open(ctx context.Context, l *keysafe.Locator) (*keysafe.Key, 
 					return k, Opened{Source: s.Name(), Locker: p.Locker.Describe(), Pair: i}, nil
 				}
 				if errors.Is(err, keysafe.ErrWrongKey) {
-					wrong = fmt.Errorf("the key %s/%s from %s does not open the key safe (%w)", prov, kid, s.Name(), err)
+					// The key id matched exactly: the key is likely the
+					// right one and the real layout may differ from the
+					// model (docs/formats.md §7).
+					wrong = fmt.Errorf("the key %s/%s from %s does not open the key safe under vmcrypt's model of key-provider pairs; the key id matched, so the key may be right and the layout differ from the model (%w)", prov, kid, s.Name(), err)
 					continue
 				}
 				return nil, Opened{}, err

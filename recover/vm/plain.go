@@ -39,11 +39,12 @@ type SectorCipher interface {
 // PlainDisk is the plaintext of a possibly encrypted VMDK chain, as an
 // io.ReaderAt safe for concurrent use (state from the offset only).
 //
-// MODEL (FORMATS.md §8): for every allocated Data run held by link k, the
-// stored bytes of link k are decrypted with link k's XTS-AES-256 key, data
-// unit one sector, tweak = the virtual LBA. Zero runs and holes read as
-// zeros and are never decrypted; a link without a key (a plain link) passes
-// its bytes through.
+// MODEL (docs/formats.md §8): for every allocated Data run held by link k,
+// the stored bytes of link k are decrypted with link k's XTS-AES-256 key,
+// data unit one sector, tweak = the virtual LBA. Zero runs and holes read
+// as zeros and are never decrypted; a stored sector of all zeros reads as
+// zeros (PUBLIC: vSphere stores zero blocks unencrypted); a link without a
+// key (a plain link) passes its bytes through.
 type PlainDisk struct {
 	c       Chain
 	size    int64
@@ -158,7 +159,7 @@ func (d *PlainDisk) readData(level int, p []byte, off int64) error {
 		if err := d.c.ReadLevel(level, p, off); err != nil {
 			return err
 		}
-		c.DecryptSectors(p, p, uint64(off/SectorSize))
+		decryptNonZero(c, p, uint64(off/SectorSize))
 		return nil
 	}
 	// Unaligned: decrypt the covering sectors into scratch (runs are
@@ -175,7 +176,28 @@ func (d *PlainDisk) readData(level int, p []byte, off int64) error {
 	if err := d.c.ReadLevel(level, b, start); err != nil {
 		return err
 	}
-	c.DecryptSectors(b, b, uint64(start/SectorSize))
+	decryptNonZero(c, b, uint64(start/SectorSize))
 	copy(p, b[off-start:])
 	return nil
+}
+
+// decryptNonZero decrypts the sectors of b in place, tweak of the first =
+// lba, except those stored as all zeros: vSphere stores all-zero blocks of
+// encrypted disks unencrypted (docs/formats.md §8), and a real ciphertext
+// sector is all zeros with probability 2^-4096. Runs of non-zero sectors
+// are decrypted in one call, so the fast path stays batched.
+func decryptNonZero(c SectorCipher, b []byte, lba uint64) {
+	n := len(b) / SectorSize
+	for i := 0; i < n; {
+		if vmdk.AllZero(b[i*SectorSize : (i+1)*SectorSize]) {
+			i++
+			continue
+		}
+		j := i + 1
+		for j < n && !vmdk.AllZero(b[j*SectorSize:(j+1)*SectorSize]) {
+			j++
+		}
+		c.DecryptSectors(b[i*SectorSize:j*SectorSize], b[i*SectorSize:j*SectorSize], lba+uint64(i))
+		i = j
+	}
 }

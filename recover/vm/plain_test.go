@@ -85,13 +85,22 @@ func buildChain(t testing.TB, size int64, baseEncrypted bool) (*memChain, []Sect
 	grain := int64(64 << 10)
 	for off := int64(0); off < size; off += grain {
 		var r vmdk.Run
-		switch rng.IntN(6) {
+		zeroStored := false
+		switch rng.IntN(7) {
 		case 0: // hole
 			continue
 		case 1:
 			r = vmdk.Run{Off: off, Len: grain, State: vmdk.Zero, Level: rng.IntN(2)}
 		case 2: // an allocated grain of zeros: still ciphertext
 			r = vmdk.Run{Off: off, Len: grain, State: vmdk.Data, Level: rng.IntN(2)}
+		case 3: // every other sector zero, stored as zeros (vSphere, §8)
+			r = vmdk.Run{Off: off, Len: grain, State: vmdk.Data, Level: rng.IntN(2)}
+			zeroStored = true
+			for i := off; i < off+grain; i++ {
+				if (i/SectorSize)%2 == 1 {
+					want[i] = byte(rng.Uint32())
+				}
+			}
 		default:
 			r = vmdk.Run{Off: off, Len: grain, State: vmdk.Data, Level: rng.IntN(2)}
 			for i := off; i < off+grain; i++ {
@@ -102,7 +111,12 @@ func buildChain(t testing.TB, size int64, baseEncrypted bool) (*memChain, []Sect
 			s := stored[r.Level][off : off+grain]
 			copy(s, want[off:off+grain])
 			if c := ciphers[r.Level]; c != nil {
-				c.(xtsCipher).encrypt(s, uint64(off/SectorSize))
+				for i := int64(0); i < grain; i += SectorSize {
+					if zeroStored && vmdk.AllZero(s[i:i+SectorSize]) {
+						continue
+					}
+					c.(xtsCipher).encrypt(s[i:i+SectorSize], uint64((off+i)/SectorSize))
+				}
 			}
 		}
 		if n := len(runs); n > 0 && runs[n-1].Off+runs[n-1].Len == r.Off && runs[n-1].State == r.State && runs[n-1].Level == r.Level {

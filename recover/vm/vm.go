@@ -1,7 +1,9 @@
 package vm
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -38,10 +40,11 @@ const (
 // Notes of modelled formats (docs/formats.md), said wherever a VM went
 // through them.
 const (
-	NoteDiskModel = "modelled format: encrypted VMDK data was decrypted as XTS-AES-256 with tweak = virtual LBA (docs/formats.md §8, MODEL); a real sample may differ"
-	NoteMACModel  = "modelled format: data-file page MACs were checked against vmcrypt's MODEL (HMAC-SHA256, docs/formats.md §9)"
-	NoteMACSkip   = "data-file page MACs were NOT checked: the MAC is a modelled format"
-	NoteFQIDModel = "modelled format: an fqid (key provider) pair was unlocked through the MODEL of docs/formats.md §7"
+	NoteDiskModel  = "modelled format: encrypted VMDK data was decrypted as XTS-AES-256 with tweak = virtual LBA (docs/formats.md §8, MODEL); a real sample may differ"
+	NoteMACModel   = "modelled format: data-file page MACs were checked against vmcrypt's MODEL (HMAC-SHA256, docs/formats.md §9)"
+	NoteMACSkip    = "data-file page MACs were NOT checked (the MAC rule was switched off)"
+	NoteMACUnknown = "data-file page MACs were not checked: they match no known scheme (VMware's page MAC is not public, docs/formats.md §9); the data is decrypted but not authenticated"
+	NoteFQIDModel  = "modelled format: an fqid (key provider) pair was unlocked through the MODEL of docs/formats.md §7"
 )
 
 // Options tune OpenVM.
@@ -60,8 +63,12 @@ type Options struct {
 	// (unlock, nkp verify, kms verify). Without it the first failure is
 	// returned.
 	KeepGoing bool
-	// IgnoreMAC skips the MODEL page MAC of data files.
+	// IgnoreMAC switches the page-MAC rule of data files off (a damaged
+	// file read as far as it goes).
 	IgnoreMAC bool
+	// StrictMAC refuses data files whose MAC scheme is unknown (not the
+	// MODEL) instead of decrypting them unauthenticated.
+	StrictMAC bool
 }
 
 // VM is an opened VM: the ONE walk from a .vmx to its key safe, settings,
@@ -352,11 +359,15 @@ type DataFile struct {
 	StoredSize int64
 	// Header is the container header (encrypted files).
 	Header *datafile.Header
+	// MAC says how the pages are authenticated (datafile.MACModel,
+	// MACUnknown, MACIgnored); "" for plain files.
+	MAC string
 	// Err is why the file cannot be read (only with KeepGoing).
 	Err error
 
 	key       []byte
 	ignoreMAC bool
+	strictMAC bool
 }
 
 // Kinds of VM files.
@@ -413,7 +424,7 @@ func (v *VM) openDataFiles(ents []os.DirEntry, o *Options) error {
 				continue
 			}
 		}
-		df := &DataFile{Name: e.Name(), Path: p, Kind: kind, ignoreMAC: o.IgnoreMAC}
+		df := &DataFile{Name: e.Name(), Path: p, Kind: kind, ignoreMAC: o.IgnoreMAC, strictMAC: o.StrictMAC}
 		if err := df.probe(v.DataFileKey); err != nil {
 			if !o.KeepGoing {
 				return err
@@ -421,10 +432,14 @@ func (v *VM) openDataFiles(ents []os.DirEntry, o *Options) error {
 			df.Err = err
 		}
 		if df.Encrypted && df.Err == nil {
-			if o.IgnoreMAC {
+			switch df.MAC {
+			case datafile.MACIgnored:
 				v.note(NoteMACSkip)
-			} else {
+			case datafile.MACModel:
 				v.note(NoteMACModel)
+			case datafile.MACUnknown:
+				v.note(NoteMACUnknown)
+				v.Warnings = append(v.Warnings, fmt.Sprintf("%s: its page MACs match no known scheme (VMware's is not public): decrypted without authentication; the header, page count, padding and the plaintext's magic were checked", df.Name))
 			}
 		}
 		v.DataFiles = append(v.DataFiles, df)
@@ -456,12 +471,51 @@ func (df *DataFile) probe(key *keysafe.Key) error {
 		return fmt.Errorf("%s is an encrypted data file but the VM's settings hold no dataFileKey: %w", df.Path, keysafe.ErrCorrupt)
 	}
 	df.key = key.Bytes
-	r, err := datafile.NewReader(f, st.Size(), key.Bytes, &datafile.Options{Name: df.Path, IgnoreMAC: df.ignoreMAC})
+	r, err := datafile.NewReader(f, st.Size(), key.Bytes, df.options())
 	if err != nil {
 		return err
 	}
 	h := r.Header()
-	df.Header, df.Size = &h, r.Size()
+	df.Header, df.Size, df.MAC = &h, r.Size(), r.MACStatus()
+	return nil
+}
+
+// options are the reader options of the file: the MAC rule, and the magic
+// its plaintext must start with.
+func (df *DataFile) options() *datafile.Options {
+	return &datafile.Options{Name: df.Path, IgnoreMAC: df.ignoreMAC, StrictMAC: df.strictMAC, CheckPlain: plainCheck(df.Kind)}
+}
+
+// Checkpoint-state magics (docs/formats.md §9): .vmsn and .vmss start with
+// one of these.
+var checkpointMagics = [][]byte{{0xd2, 0xbe, 0xd2, 0xbe}, {0xd0, 0xbe, 0xd2, 0xbe}, {0xd1, 0xba, 0xd1, 0xba}, {0xd3, 0xbe, 0xd3, 0xbe}}
+
+// plainCheck returns the check of the first plaintext page of a kind: the
+// checkpoint magic of .vmsn/.vmss, a block header (§13) for .vmem.
+func plainCheck(kind string) func([]byte) error {
+	switch kind {
+	case KindSnapshot, KindSuspend:
+		return func(b []byte) error {
+			for _, m := range checkpointMagics {
+				if bytes.HasPrefix(b, m) {
+					return nil
+				}
+			}
+			return fmt.Errorf("the decrypted checkpoint state does not start with a known magic (% x)", b[:min(len(b), 4)])
+		}
+	case KindMemory:
+		return func(b []byte) error {
+			if len(b) < 16 {
+				return nil
+			}
+			le := binary.LittleEndian
+			u, z1, c, z2 := le.Uint32(b), le.Uint32(b[4:]), le.Uint32(b[8:]), le.Uint32(b[12:])
+			if u == 0 || u > 4<<20 || z1 != 0 || c == 0 || c > u || z2 != 0 {
+				return fmt.Errorf("the decrypted memory image does not start with a block header (uncompressed %d, compressed %d)", u, c)
+			}
+			return nil
+		}
+	}
 	return nil
 }
 
@@ -485,7 +539,7 @@ func (df *DataFile) Open() (Reader, error) {
 	if !df.Encrypted {
 		return &plainFile{f, df.StoredSize}, nil
 	}
-	r, err := datafile.NewReader(f, df.StoredSize, df.key, &datafile.Options{Name: df.Path, IgnoreMAC: df.ignoreMAC})
+	r, err := datafile.NewReader(f, df.StoredSize, df.key, df.options())
 	if err != nil {
 		f.Close()
 		return nil, err

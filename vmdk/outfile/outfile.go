@@ -66,7 +66,13 @@ func Create(final string, perm os.FileMode, replace bool) (*File, error) {
 			return nil, fmt.Errorf("%s: %w", final, ErrExists)
 		}
 	}
-	name, err := TempName(filepath.Dir(final), filepath.Base(final))
+	dir := filepath.Dir(final)
+	if st, err := os.Stat(dir); err != nil {
+		return nil, err // "DIR does not exist", not the temporary's name
+	} else if !st.IsDir() {
+		return nil, fmt.Errorf("%s is not a folder", dir)
+	}
+	name, err := TempName(dir, filepath.Base(final))
 	if err != nil {
 		return nil, err
 	}

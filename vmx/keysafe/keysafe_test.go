@@ -558,3 +558,48 @@ func TestAllTypesRoundTrip(t *testing.T) {
 		t.Errorf("role %q", l.Role)
 	}
 }
+
+// Real key-provider bundles are 272 (NKP) and 288 (KMS) bytes: the model
+// reads any 16+16n+32 whose plaintext holds one type=key entry among
+// others, and names the others by type only.
+func TestFQIDBundleLengths(t *testing.T) {
+	kek := make([]byte, 32)
+	rand.Read(kek)
+	k := &Key{Cipher: CipherXTSAES256, Bytes: make([]byte, 64)}
+	rand.Read(k.Bytes)
+	for _, n := range []int{176, 272, 288, 1024} {
+		p, err := LockFQIDBundle(k, "KMS", "44", kek, n, rand.Reader)
+		if err != nil {
+			t.Fatalf("%d: %v", n, err)
+		}
+		if len(p.Locked) != n {
+			t.Fatalf("%d: locked %d bytes", n, len(p.Locked))
+		}
+		// Through the grammar: serialise and parse the key safe.
+		l, err := Parse(NewList(p).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, others, err := UnlockFQIDBundle(l.Pairs()[0], kek)
+		if err != nil || !bytes.Equal(got.Bytes, k.Bytes) {
+			t.Fatalf("%d: %v", n, err)
+		}
+		if n > 176 && (len(others) != 1 || others[0] != "nonce") {
+			t.Fatalf("%d: other entries %q", n, others)
+		}
+		other := append([]byte(nil), kek...)
+		other[0] ^= 1
+		if _, err := UnlockFQID(l.Pairs()[0], other); !errors.Is(err, ErrWrongKey) {
+			t.Fatalf("%d: wrong KEK: %v", n, err)
+		}
+	}
+	if _, err := LockFQIDBundle(k, "KMS", "44", kek, 280, rand.Reader); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("280 bytes: %v", err)
+	}
+	// Two key entries, or none: corrupt.
+	for _, plain := range []string{k.Dict() + "\n" + k.Dict(), "type=nonce:value=AAAA"} {
+		if _, _, err := parseBundle(plain); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("%q: %v", plain, err)
+		}
+	}
+}

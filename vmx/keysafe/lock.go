@@ -119,23 +119,32 @@ func UnlockPhraseKEK(p *Pair, kek []byte) (*Key, error) {
 
 // UnlockFQID opens a key-provider pair with the provider's 32-byte KEK.
 //
-// MODEL (FORMATS.md §7): locked data = IV || AES-256-CBC(KEK, PKCS#7(dict))
-// || HMAC-SHA256(KEK, dict). A MAC mismatch is ErrWrongKey.
+// MODEL (docs/formats.md §7): locked data = IV || AES-256-CBC(KEK,
+// PKCS#7(plain)) || HMAC-SHA256(KEK, plain), plain one or more crypto dicts
+// (one per line), the type=key one the config key (bundle.go). Any length
+// 16 + 16n + 32 is read. A MAC mismatch is ErrWrongKey.
 func UnlockFQID(p *Pair, kek []byte) (*Key, error) {
-	if err := p.Validate(); err != nil {
-		return nil, err
-	}
-	if p.Locker.Type != TypeFQID {
-		return nil, fmt.Errorf("pair is locked by %q, not a key provider: %w", p.Locker.Type, ErrUnsupported)
-	}
-	if len(kek) != FQIDKEKLen {
-		return nil, fmt.Errorf("KEK of %d bytes, want %d: %w", len(kek), FQIDKEKLen, ErrWrongKey)
-	}
-	return open(p, kek, kek)
+	k, _, err := UnlockFQIDBundle(p, kek)
+	return k, err
 }
 
-// open decrypts and authenticates the locked data of a validated pair.
+// open decrypts and authenticates the locked data of a validated pair and
+// parses its key dict.
 func open(p *Pair, encKey, macKey []byte) (*Key, error) {
+	dict, err := openPlain(p, encKey, macKey)
+	if err != nil {
+		return nil, err
+	}
+	k, err := ParseKeyDict(string(dict))
+	if err != nil {
+		return nil, fmt.Errorf("key safe opened but holds a bad key dict: %w", err)
+	}
+	return k, nil
+}
+
+// openPlain decrypts and authenticates the locked data of a validated
+// pair.
+func openPlain(p *Pair, encKey, macKey []byte) ([]byte, error) {
 	newMAC, macLen, _ := macSpec(p.MAC)
 	iv := p.Locked[:aes.BlockSize]
 	ct := p.Locked[aes.BlockSize : len(p.Locked)-macLen]
@@ -152,11 +161,7 @@ func open(p *Pair, encKey, macKey []byte) (*Key, error) {
 	if !hmac.Equal(m.Sum(nil)[:macLen], tag) {
 		return nil, fmt.Errorf("MAC mismatch: %w", ErrWrongKey)
 	}
-	k, err := ParseKeyDict(string(dict))
-	if err != nil {
-		return nil, fmt.Errorf("key safe opened but holds a bad key dict: %w", err)
-	}
-	return k, nil
+	return dict, nil
 }
 
 // cbcOpen decrypts AES-256-CBC and strips PKCS#7 padding strictly. ok is
@@ -232,37 +237,43 @@ func seal(k *Key, macName string, encKey, macKey []byte, rand io.Reader) ([]byte
 // rounds (DefaultRounds when 0) and a KEK for cipher (AES-256 or
 // XTS-AES-256), MAC HMAC-SHA-1.
 func LockPhrase(k *Key, passphrase []byte, cipherName string, rounds int, rand io.Reader) (*Pair, error) {
+	p, _, err := lockPhrase(k, passphrase, cipherName, rounds, rand)
+	return p, err
+}
+
+// lockPhrase is LockPhrase that also returns the KEK it derived.
+func lockPhrase(k *Key, passphrase []byte, cipherName string, rounds int, rand io.Reader) (*Pair, []byte, error) {
 	if rounds == 0 {
 		rounds = DefaultRounds
 	}
 	if KeyLen(cipherName) == 0 {
-		return nil, fmt.Errorf("passphrase cipher %q: %w", cipherName, ErrUnsupported)
+		return nil, nil, fmt.Errorf("passphrase cipher %q: %w", cipherName, ErrUnsupported)
 	}
 	if rounds < 1 || rounds > MaxRounds {
-		return nil, fmt.Errorf("PBKDF2 rounds %d outside 1..%d: %w", rounds, MaxRounds, ErrUnsupported)
+		return nil, nil, fmt.Errorf("PBKDF2 rounds %d outside 1..%d: %w", rounds, MaxRounds, ErrUnsupported)
 	}
 	id := make([]byte, 8)
 	salt := make([]byte, 16)
 	if _, err := io.ReadFull(rand, id); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if _, err := io.ReadFull(rand, salt); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	pp := &PhraseParams{Pass2Key: Pass2KeyPBKDF2, Cipher: cipherName, Rounds: rounds, Salt: salt}
 	kek, err := DerivePhraseKEK(pp, passphrase)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	locked, err := seal(k, MACSHA1, kek[:32], kek, rand)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	return &Pair{
 		Locker: &Locator{Type: TypePhrase, UniqueID: base64.StdEncoding.EncodeToString(id), KeyGenData: pp.String()},
 		MAC:    MACSHA1,
 		Locked: locked,
-	}, nil
+	}, kek, nil
 }
 
 // LockFQID wraps k under a key provider's KEK: an fqid locker with a null

@@ -28,6 +28,10 @@
 // (key format Raw) in one batch, one round trip per key, and returns the
 // key only when it is an Active AES-256 symmetric key.
 //
+// CreateAES256 and Activate make a new key the way vCenter does (for
+// demo VMs locked by a real KMS: `vmcrypt fixture --kmip`); recovery never
+// sends them.
+//
 // # Errors
 //
 //   - *KeyError: the server will not give the key. errors.Is(err,

@@ -9,8 +9,8 @@ import (
 
 // FuzzResponse feeds a hostile server's bytes to everything that reads
 // them: the framing reader (readResponse), the decoder, the response and
-// batch-item checks and the Get, GetAttributes and DiscoverVersions
-// payload readers. Every failure must be ErrMalformed (or a short read);
+// batch-item checks and the Get, GetAttributes, DiscoverVersions and
+// Create payload readers. Every failure must be ErrMalformed (or a short read);
 // a message that decodes must re-encode to the same bytes.
 func FuzzResponse(f *testing.F) {
 	id1, id2 := []byte{0, 0, 0, 0, 0, 0, 0, 1}, []byte{0, 0, 0, 0, 0, 0, 0, 2}
@@ -22,6 +22,8 @@ func FuzzResponse(f *testing.F) {
 		respMessage(okItem(OpDiscoverVersions, id1, Structure(TagResponsePayload,
 			Structure(TagProtocolVersion, Integer(TagProtocolVersionMajor, 1), Integer(TagProtocolVersionMinor, 4))))),
 	}
+	seeds = append(seeds, respMessage(okItem(OpCreate, id1, Structure(TagResponsePayload,
+		Enum(TagObjectType, uint32(ObjectSymmetricKey)), Text(TagUniqueIdentifier, "45")))))
 	tk := aes256("7", testKey[:16])
 	tk.transparent, tk.format = true, FormatTransparentSymmetricKey
 	seeds = append(seeds, respMessage(okItem(OpGet, id1, getPayloadItem(tk))))
@@ -71,6 +73,9 @@ func FuzzResponse(f *testing.F) {
 			}
 			if _, err := parseVersionsPayload(it.payload); err != nil && !errors.Is(err, ErrMalformed) {
 				t.Fatalf("parseVersionsPayload: %v", err)
+			}
+			if _, err := parseCreatePayload(it.payload); err != nil && !errors.Is(err, ErrMalformed) {
+				t.Fatalf("parseCreatePayload: %v", err)
 			}
 		}
 	})
