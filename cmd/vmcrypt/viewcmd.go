@@ -24,7 +24,8 @@ func viewFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "ignore-mac", Usage: "do not check the page MACs of data files (their MAC is a modelled format)"},
 		&cli.BoolFlag{Name: "allow-unsafe-paths", Usage: "follow disk extent paths and parent hints that are absolute or contain \"..\", and symbolic links out of the VM folder"},
 		&cli.BoolFlag{Name: "allow-cid-mismatch", Usage: "read a chain whose parentCID differs from the parent's CID"},
-		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log every event (connections, FUSE diagnostics), not only errors"},
+		&cli.BoolFlag{Name: "scan-truncated-stream", Usage: "read a streamOptimized disk without its footer by scanning its grains (what was cut off reads as zeros)"},
+		&cli.BoolFlag{Name: "verbose", Usage: "log every event (connections, FUSE diagnostics), not only errors"},
 	}
 }
 
