@@ -106,11 +106,23 @@ func newApp() *cli.App {
 }
 
 // setUsageHandlers makes flag errors of every (sub)command usage errors.
+// urfave/cli adds a help subcommand to commands as they run (and tests
+// run many apps over the one command list), so a command met twice is not
+// walked again.
 func setUsageHandlers(cmds []*cli.Command) {
-	for _, c := range cmds {
-		c.OnUsageError = func(_ *cli.Context, err error, _ bool) error { return &usageError{err.Error()} }
-		setUsageHandlers(c.Subcommands)
+	seen := map[*cli.Command]bool{}
+	var walk func([]*cli.Command)
+	walk = func(cmds []*cli.Command) {
+		for _, c := range cmds {
+			if seen[c] {
+				continue
+			}
+			seen[c] = true
+			c.OnUsageError = func(_ *cli.Context, err error, _ bool) error { return &usageError{err.Error()} }
+			walk(c.Subcommands)
+		}
 	}
+	walk(cmds)
 }
 
 // run is main without the exit, for tests. Commands write to c.App.Writer
