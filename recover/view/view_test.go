@@ -16,9 +16,11 @@ import (
 	"testing"
 	"testing/iotest"
 	"time"
+	"unicode/utf8"
 
 	"github.com/vmcrypt/vmcrypt/fixtures"
 	"github.com/vmcrypt/vmcrypt/recover/keys"
+	"github.com/vmcrypt/vmcrypt/recover/nbd"
 	"github.com/vmcrypt/vmcrypt/recover/vm"
 	"github.com/vmcrypt/vmcrypt/vmdk"
 	"github.com/vmcrypt/vmcrypt/vmx"
@@ -443,4 +445,94 @@ func FuzzParseVMSD(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestExtentsPrefix: a map with more runs than one answer holds gives a
+// prefix of at most maxExtents extents; asking again from where it ended
+// goes on, and the whole answers agree with the map byte for byte.
+func TestExtentsPrefix(t *testing.T) {
+	const n = maxExtents + 100
+	var runs []vmdk.Run
+	for i := range n {
+		st := vmdk.Data
+		if i%3 == 1 {
+			st = vmdk.Zero
+		}
+		runs = append(runs, vmdk.Run{Off: int64(i) * 1024, Len: 512, State: st})
+	}
+	size := int64(n) * 1024
+	f := extents(runs, size)
+	var at int64
+	calls := 0
+	for at < size {
+		exts, err := f(at, size-at)
+		if err != nil || len(exts) == 0 || len(exts) > maxExtents {
+			t.Fatalf("extents(%d): %d extents, %v", at, len(exts), err)
+		}
+		for _, e := range exts {
+			for off := at; off < at+e.Length; off += 512 {
+				i := off / 1024
+				hole := off%1024 != 0
+				zero := hole || runs[i].State == vmdk.Zero
+				if e.Hole != hole || e.Zero != zero {
+					t.Fatalf("offset %d: extent %+v, want hole %v zero %v", off, e, hole, zero)
+				}
+			}
+			at += e.Length
+		}
+		calls++
+	}
+	if at != size || calls < 2 {
+		t.Fatalf("covered %d of %d in %d calls", at, size, calls)
+	}
+	// A range inside one run, and one past the last run.
+	if exts, _ := f(100, 10); len(exts) != 1 || exts[0] != (nbd.Extent{Length: 10}) {
+		t.Fatalf("inside a run: %+v", exts)
+	}
+	if exts, _ := extents(runs[:1], 4096)(1024, 3072); len(exts) != 1 || exts[0] != (nbd.Extent{Length: 3072, Hole: true, Zero: true}) {
+		t.Fatalf("after the last run: %+v", exts)
+	}
+}
+
+func TestDescription(t *testing.T) {
+	if got := description("disk scsi0:0 of a/b.vmdk\n\xff"); got != "disk scsi0:0 of a/b.vmdk__" {
+		t.Fatalf("description: %q", got)
+	}
+	if got := description(strings.Repeat("é", 400)); len(got) > maxDescription || !utf8.ValidString(got) {
+		t.Fatalf("long description: %d bytes, valid %v", len(got), utf8.ValidString(got))
+	}
+}
+
+// TestMountFilesAndExports: the FUSE files list only Data runs as
+// allocated (Zero runs read as zeros without Data), the exports are the
+// disk images under the same names, the first disk is the default.
+func TestMountFilesAndExports(t *testing.T) {
+	w, _ := openFixture(t, filepath.Join(testdata, "nkp-snapshot"))
+	mf := w.MountFiles()
+	if len(mf) != len(w.Files) {
+		t.Fatalf("%d mount files for %d view files", len(mf), len(w.Files))
+	}
+	for i, f := range mf {
+		v := w.Files[i]
+		if f.Name != v.Name || f.Size != v.Size || (v.Runs == nil) != (f.Allocated == nil) {
+			t.Fatalf("mount file %+v for %+v", f, v)
+		}
+		var want int64
+		for _, r := range v.Runs {
+			if r.State == vmdk.Data {
+				want += r.Len
+			}
+		}
+		var got int64
+		for _, r := range f.Allocated {
+			got += r.Len
+		}
+		if v.Runs != nil && got != want {
+			t.Fatalf("%s: %d allocated bytes, %d Data bytes in the map", f.Name, got, want)
+		}
+	}
+	ex := w.Exports()
+	if len(ex) != 2 || ex[0].Name != "fixture.raw" || ex[1].Name != "fixture@1.raw" || w.DefaultExport() != "fixture.raw" || ex[0].Extents == nil {
+		t.Fatalf("exports %+v, default %q", ex, w.DefaultExport())
+	}
 }
