@@ -536,3 +536,45 @@ func TestMountFilesAndExports(t *testing.T) {
 		t.Fatalf("exports %+v, default %q", ex, w.DefaultExport())
 	}
 }
+
+// TestBrokenDataFileLeftOut: with vm.Options.KeepGoing (as mount and serve
+// open VMs), a data file whose container header is damaged is left out of
+// the view with a warning (in the report too); the disks are shown.
+func TestBrokenDataFileLeftOut(t *testing.T) {
+	src := filepath.Join(testdata, "passphrase-monolithicSparse")
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, os.DirFS(src)); err != nil {
+		t.Fatal(err)
+	}
+	nv := filepath.Join(dir, fixtures.VMDir, "fixture.nvram")
+	b, err := os.ReadFile(nv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[4] = 0x7f // header version
+	if err := os.WriteFile(nv, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := fixtures.LoadManifest(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := keys.NewResolver(sources(t, dir, m)...)
+	if _, err := vm.OpenVM(context.Background(), filepath.Join(dir, fixtures.VMDir), &vm.Options{Resolver: res}); !errors.Is(err, keysafe.ErrUnsupported) && !errors.Is(err, keysafe.ErrCorrupt) {
+		t.Fatalf("OpenVM without KeepGoing: %v, want the header's error", err)
+	}
+	v, err := vm.OpenVM(context.Background(), filepath.Join(dir, fixtures.VMDir), &vm.Options{Resolver: res, KeepGoing: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	w, err := New(v, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if w.File("fixture.nvram") != nil || w.File("fixture.raw") == nil || len(w.Warnings) != 1 ||
+		!strings.Contains(w.Warnings[0], "fixture.nvram") || !slices.Contains(w.Report.Warnings, w.Warnings[0]) {
+		t.Fatalf("files %q, warnings %q", names(w), w.Warnings)
+	}
+}
