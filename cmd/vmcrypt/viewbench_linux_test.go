@@ -213,7 +213,8 @@ func BenchmarkServeNbdcopy(b *testing.B) {
 // before each run, so every byte goes through FUSE and is decrypted),
 // against dd of the plain raw from the page cache (goal >= 0.5x) and of
 // nbdfuse over nbdkit's file plugin (pages dropped too; goal >= 1x); best
-// of 3 runs each.
+// of 3 runs each. warm-MB/s is a second read of the mounted file, served
+// from the kernel's page cache (the mount keeps it between opens).
 func BenchmarkMountDD(b *testing.B) {
 	bin := vwBinary(b)
 	plain, vmDir, keys := vwBenchSetup(b, vwBenchSize)
@@ -229,9 +230,11 @@ func BenchmarkMountDD(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		m := vwBest(3, func() time.Duration { return dd(disk, true) })
+		w := vwBest(3, func() time.Duration { return dd(disk, false) })
 		c := vwBest(3, func() time.Duration { return dd(plain, false) })
 		n := vwBest(3, func() time.Duration { return dd(nf, true) })
 		b.ReportMetric(vwMBs(m), "MB/s")
+		b.ReportMetric(vwMBs(w), "warm-MB/s")
 		b.ReportMetric(vwMBs(c), "pagecache-MB/s")
 		b.ReportMetric(vwMBs(n), "nbdfuse-MB/s")
 		b.ReportMetric(c.Seconds()/m.Seconds(), "x-vs-pagecache")
@@ -284,10 +287,14 @@ func BenchmarkRandRead4K(b *testing.B) {
 		for _, jobs := range []int{1, 8} {
 			file := func(p string) []string { return []string{"--filename=" + p, "--ioengine=psync", "--direct=1"} }
 			nbd := func(u string) []string { return []string{"--ioengine=nbd", "--uri=" + u} }
-			m := vwFio(b, jobs, file(disk)...)
-			f := vwFio(b, jobs, file(nf)...)
-			s := vwFio(b, jobs, nbd(ours)...)
-			k := vwFio(b, jobs, nbd(theirs)...)
+			// Best of 2 alternating runs: the machine is shared.
+			var m, f, s, k float64
+			for range 2 {
+				m = max(m, vwFio(b, jobs, file(disk)...))
+				f = max(f, vwFio(b, jobs, file(nf)...))
+				s = max(s, vwFio(b, jobs, nbd(ours)...))
+				k = max(k, vwFio(b, jobs, nbd(theirs)...))
+			}
 			j := fmt.Sprintf("-%dj", jobs)
 			b.ReportMetric(m, "mount-IOPS"+j)
 			b.ReportMetric(f, "nbdfuse-IOPS"+j)
