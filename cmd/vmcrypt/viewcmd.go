@@ -21,7 +21,8 @@ import (
 // viewFlags are the VM-reading flags of mount and serve.
 func viewFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.BoolFlag{Name: "ignore-mac", Usage: "do not check the page MACs of data files (their MAC is a modelled format)"},
+		&cli.BoolFlag{Name: "ignore-mac", Usage: "switch the page-MAC rule off: read a data file whose pages partly fail their MAC (damaged) as far as it goes"},
+		&cli.BoolFlag{Name: "strict-mac", Usage: "leave out data files whose page MACs match no known scheme (VMware's is not public) instead of showing them decrypted unauthenticated"},
 		&cli.BoolFlag{Name: "allow-unsafe-paths", Usage: "follow disk extent paths and parent hints that are absolute or contain \"..\", and symbolic links out of the VM folder"},
 		&cli.BoolFlag{Name: "allow-cid-mismatch", Usage: "read a chain whose parentCID differs from the parent's CID"},
 		&cli.BoolFlag{Name: "scan-truncated-stream", Usage: "read a streamOptimized disk without its footer by scanning its grains (what was cut off reads as zeros)"},
@@ -33,6 +34,8 @@ func viewFlags() []cli.Flag {
 // caller closes both (view first).
 func openView(c *cli.Context, path, tool string) (*vm.VM, *view.View, error) {
 	v, err := vmOpen(c, path, vmOpenMode{prompt: true, keepGoing: true})
+	// Every key is open now: a KMIP connection is not kept while serving.
+	closeKeySources(c.App)
 	if err != nil {
 		return nil, nil, err
 	}

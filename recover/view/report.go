@@ -39,9 +39,9 @@ type FileReport struct {
 	Encrypted bool         `json:"encrypted"`
 	Snapshot  *Snapshot    `json:"snapshot,omitempty"`
 	Links     []vm.LinkKey `json:"links,omitempty"` // disk links read, top first, with the source that opened each key
-	// MACChecked is set for encrypted data files: whether the page MACs
-	// (a modelled format) are checked on read.
-	MACChecked *bool `json:"macChecked,omitempty"`
+	// MAC says how an encrypted data file's pages are authenticated on
+	// read (model, unknown: decrypted unauthenticated, ignored).
+	MAC string `json:"mac,omitempty"`
 }
 
 func newReport(v *vm.VM, files []File, warns []string, o Options) Report {
@@ -52,18 +52,14 @@ func newReport(v *vm.VM, files []File, warns []string, o Options) Report {
 	if v.ConfigKey != nil {
 		r.KeySafe = &KeyUse{Locker: v.Opened.Locker, Source: v.Opened.Source, Cipher: v.ConfigKey.Cipher}
 	}
-	macChecked := !slices.Contains(r.Notes, vm.NoteMACSkip)
 	for _, f := range files {
 		fr := FileReport{
 			Name: f.Name, Kind: f.Kind, Size: f.Size, DataBytes: f.DataBytes(), Source: filepath.ToSlash(f.Source),
-			Device: f.Device, Encrypted: f.Encrypted, Snapshot: f.Snapshot,
+			Device: f.Device, Encrypted: f.Encrypted, Snapshot: f.Snapshot, MAC: f.MAC,
 		}
 		for _, l := range f.Links {
 			l.File = filepath.ToSlash(l.File)
 			fr.Links = append(fr.Links, l)
-		}
-		if f.Kind == KindDataFile && f.Encrypted {
-			fr.MACChecked = &macChecked
 		}
 		r.Files = append(r.Files, fr)
 	}

@@ -80,6 +80,9 @@ type File struct {
 	// ModTime is the source file's modification time (zero for the
 	// report).
 	ModTime time.Time
+	// MAC says how an encrypted data file's pages are authenticated
+	// (vm.DataFile.MAC: datafile.MACModel, MACUnknown, MACIgnored).
+	MAC string
 }
 
 // Snapshot identifies the snapshot a snapshot state belongs to.
@@ -354,7 +357,7 @@ func dataFile(df *vm.DataFile, names *claims) (File, io.Closer, error) {
 		return File{}, nil, err
 	}
 	return File{Name: name, Kind: KindDataFile, Size: r.Size(), Data: r, Source: df.Path,
-		Encrypted: df.Encrypted, ModTime: modTime(df.Path)}, r, nil
+		Encrypted: df.Encrypted, ModTime: modTime(df.Path), MAC: df.MAC}, r, nil
 }
 
 func stemOf(path string) string {

@@ -202,6 +202,12 @@ func TestCheckedInFixtures(t *testing.T) {
 				len(rep.Files) != len(w.Files)-1 || rep.Files[0].Name != "fixture.raw" || rep.Files[0].DataBytes != disk.DataBytes() {
 				t.Fatalf("report %+v", rep)
 			}
+			// Encrypted data files say how their pages are authenticated.
+			for _, fr := range rep.Files {
+				if fr.Kind == KindDataFile && fr.Encrypted && fr.MAC == "" {
+					t.Fatalf("report: %s without its MAC scheme", fr.Name)
+				}
+			}
 			// Every disk link that carries a key names its locker and source.
 			for _, mk := range m.Keys.Disks {
 				found := false
