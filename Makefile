@@ -58,7 +58,7 @@ bench: peers build
 
 demo: build
 	@bash scripts/demo.sh $(BIN)
-	@echo "Next: make demo-mount (needs root for FUSE): the same VM's disk mounted read-only, a guest file read with Sleuth Kit, no plaintext written."
+	@echo "Next: make demo-mount (needs root for FUSE): an encrypted VM's ext4 disk mounted read-only with vmcrypt mount, a guest file read with Sleuth Kit, no plaintext written."
 
 # demo-mount: an ext4 guest file read through `vmcrypt mount` (FUSE: root).
 demo-mount: build
