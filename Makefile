@@ -1,4 +1,4 @@
-# vmcrypt — see README.md. Targets: build test fuzz bench demo dist peers install.
+# vmcrypt — see README.md. Targets: build test fuzz bench demo demo-mount dist peers install.
 GO       ?= go
 BIN      ?= bin/vmcrypt
 FUZZTIME ?= 60s
@@ -9,7 +9,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 # The release targets: make test vets and builds every one of them.
 TARGETS  := linux/amd64 linux/arm64 windows/amd64 windows/arm64 darwin/amd64 darwin/arm64
 
-.PHONY: all build test cross peers fuzz bench demo dist install clean
+.PHONY: all build test cross peers fuzz bench demo demo-mount dist install clean
 
 all: build
 
@@ -58,6 +58,11 @@ bench: peers build
 
 demo: build
 	@bash scripts/demo.sh $(BIN)
+	@echo "Next: make demo-mount (needs root for FUSE): an encrypted VM's ext4 disk mounted read-only with vmcrypt mount, a guest file read with Sleuth Kit, no plaintext written."
+
+# demo-mount: an ext4 guest file read through `vmcrypt mount` (FUSE: root).
+demo-mount: build
+	@bash scripts/demo-mount.sh $(BIN)
 
 clean:
 	rm -rf bin dist

@@ -19,6 +19,7 @@ have mmls       || need+=(sleuthkit)             # mmls, fls, icat
 have ewfacquire || need+=(ewf-tools)             # E01 acquisition
 have mkfs.ext4  || need+=(e2fsprogs)             # mkfs.ext4 -d, debugfs
 have fio        || need+=(fio)                   # IOPS benchmarks
+have strings    || need+=(binutils)              # strings (make demo-mount)
 have tar        || need+=(tar)
 have crash      || need+=(crash)                 # checkpoint (.vmss/.vmsn) peer reader
 if [ ${#need[@]} -gt 0 ]; then

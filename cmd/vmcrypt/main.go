@@ -23,6 +23,7 @@ import (
 	"github.com/vmcrypt/vmcrypt/recover"
 	"github.com/vmcrypt/vmcrypt/recover/datafile"
 	"github.com/vmcrypt/vmcrypt/recover/keys/kmip"
+	"github.com/vmcrypt/vmcrypt/recover/mount"
 	"github.com/vmcrypt/vmcrypt/recover/vm"
 	"github.com/vmcrypt/vmcrypt/vmdk"
 	"github.com/vmcrypt/vmcrypt/vmdk/outfile"
@@ -62,14 +63,16 @@ func exitCode(err error) int {
 	case errors.Is(err, errInterrupted):
 		return exitInterrupted
 	case errors.As(err, &ue), errors.As(err, &kc), errors.Is(err, vm.ErrNoVMX), errors.Is(err, vm.ErrManyVMX),
-		errors.Is(err, outfile.ErrExists), errors.Is(err, recover.ErrOutputExists), errors.Is(err, recover.ErrOutputIsInput):
+		errors.Is(err, outfile.ErrExists), errors.Is(err, recover.ErrOutputExists), errors.Is(err, recover.ErrOutputIsInput),
+		errors.Is(err, mount.ErrNotDir), errors.Is(err, mount.ErrNotEmpty):
 		return exitUsage
 	case errors.Is(err, keysafe.ErrWrongKey):
 		return exitWrongKey
 	case errors.Is(err, keysafe.ErrKeyNotFound):
 		return exitKeyNotFound
 	case errors.Is(err, keysafe.ErrCorrupt), errors.Is(err, keysafe.ErrUnsupported),
-		errors.Is(err, vmdk.ErrCorrupt), errors.Is(err, vmdk.ErrUnsupported):
+		errors.Is(err, vmdk.ErrCorrupt), errors.Is(err, vmdk.ErrUnsupported),
+		errors.Is(err, mount.ErrUnsupported):
 		return exitCorrupt
 	}
 	return exitFailure
@@ -182,6 +185,10 @@ func message(err error) string {
 		msg += " (--force replaces it)"
 	case errors.Is(err, datafile.ErrMACMismatch):
 		msg += " (--ignore-mac reads it anyway)"
+	case errors.Is(err, mount.ErrNoFUSE):
+		msg += " (FUSE needs /dev/fuse and the fuse3 package; vmcrypt serve with an NBD client needs neither)"
+	case errors.Is(err, mount.ErrUnsupported):
+		msg += " (vmcrypt serve with an NBD client, or vmcrypt recover, work here)"
 	}
 	var nf *keysafe.KeyNotFoundError
 	if h, ok := kmipHint(err); h != "" || ok {
