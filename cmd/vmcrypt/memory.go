@@ -30,7 +30,7 @@ func init() {
 			&cli.StringFlag{Name: "snapshot", Usage: "only the state `NAME`: its base name (VM-Snapshot1), file name, or snapshot display name"},
 			&cli.BoolFlag{Name: "physical", Usage: "also write NAME.raw, the guest-physical image (regions at their addresses, holes as sparse zeros)"},
 			&cli.BoolFlag{Name: "force", Usage: "replace existing outputs"},
-			&cli.IntFlag{Name: "jobs", Usage: "`N` parallel workers copying state files (default: all cores)"},
+			&cli.IntFlag{Name: "jobs", DefaultText: "all cores", Usage: "`N` parallel workers copying state files"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bars, no summary (warnings still go to stderr)"},
 			&cli.BoolFlag{Name: "progress", Usage: "draw progress bars on stderr even when it is not a terminal"},
 			&cli.BoolFlag{Name: "strict-mac", Usage: "refuse data files whose page MACs match no known scheme (VMware's is not public) instead of decrypting them unauthenticated"},
