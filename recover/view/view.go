@@ -16,6 +16,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/vmcrypt/vmcrypt/recover/memory"
 	"github.com/vmcrypt/vmcrypt/recover/vm"
 	"github.com/vmcrypt/vmcrypt/vmdk"
 	"github.com/vmcrypt/vmcrypt/vmx"
@@ -27,7 +28,7 @@ const (
 	KindSnapshot = "snapshot state" // a disk as a snapshot left it
 	KindSettings = "settings"       // the decrypted .vmx
 	KindDataFile = "data file"      // a data file (decrypted when encrypted)
-	KindMemory   = "memory"         // a memory image (recover/memory)
+	KindMemory   = "memory"         // a .vmem as flat memory (decompressed on read)
 	KindReport   = "report"         // report.json
 )
 
@@ -178,7 +179,8 @@ func New(v *vm.VM, opts *Options) (_ *View, err error) {
 		return nil, err
 	}
 	w.Files = append(w.Files, vmxFile)
-	mem, err := memoryFiles(v, names)
+	mem, memClosers, err := memoryFiles(v, names)
+	w.closers = append(w.closers, memClosers...)
 	if err != nil {
 		return nil, err
 	}
@@ -187,8 +189,9 @@ func New(v *vm.VM, opts *Options) (_ *View, err error) {
 			w.Warnings = append(w.Warnings, fmt.Sprintf("%s is not shown: %v", df.Name, df.Err))
 			continue
 		}
-		if slices.ContainsFunc(mem, func(f File) bool { return strings.EqualFold(f.Name, sanitize(df.Name)) }) {
-			continue // a memory view replaces the container payload
+		if i := slices.IndexFunc(mem, func(f File) bool { return strings.EqualFold(f.Name, sanitize(df.Name)) }); i >= 0 {
+			w.Files = append(w.Files, mem[i]) // the flat memory replaces the container payload
+			continue
 		}
 		f, c, err := dataFile(df, names)
 		if err != nil {
@@ -197,7 +200,6 @@ func New(v *vm.VM, opts *Options) (_ *View, err error) {
 		w.closers = append(w.closers, c)
 		w.Files = append(w.Files, f)
 	}
-	w.Files = append(w.Files, mem...)
 	if err := names.claim(ReportName, "the report"); err != nil {
 		return nil, err
 	}
@@ -332,18 +334,45 @@ func settingsFile(v *vm.VM, names *claims) (File, error) {
 		Encrypted: v.Decrypted != nil, ModTime: modTime(v.VMXPath)}, nil
 }
 
-// memoryFiles is where memory views plug in: the flat NAME.vmem and its
-// state file, as `vmcrypt memory` writes them, from package recover/memory
-// (being built; not merged yet). A file it returns whose name is a data
-// file's (NAME.vmem) replaces that data file's container payload. Until
-// then it returns nothing and each .vmem is shown as a data file: its
-// decrypted container payload, not yet decoded into a flat image.
-//
-// MEMORY VIEWS PLUG IN HERE.
-func memoryFiles(v *vm.VM, names *claims) ([]File, error) {
-	_ = v
-	_ = names
-	return nil, nil
+// memoryFiles shows each compressed .vmem as the flat memory file a plain
+// VM holds (NAME.vmem, decoded on read by memory.RandomFlat: nothing is
+// written anywhere), paired with its state file (NAME.vmsn/.vmss, shown
+// decrypted as a data file), as `vmcrypt memory` writes them: a
+// Volatility-ready pair. A .vmem that is already flat is left to the data
+// files. A file it returns replaces the data file of the same name.
+func memoryFiles(v *vm.VM, names *claims) ([]File, []io.Closer, error) {
+	var files []File
+	var closers []io.Closer
+	for _, st := range v.MemoryStates() {
+		df := st.Memory
+		if df == nil || df.Err != nil {
+			continue
+		}
+		r, err := df.Open()
+		if err != nil {
+			return files, closers, err
+		}
+		if !memory.IsCompressed(r, r.Size()) {
+			r.Close()
+			continue
+		}
+		closers = append(closers, r)
+		label := df.Path
+		if df.Encrypted {
+			label += " (decrypted)"
+		}
+		flat, err := memory.NewRandomFlat(r, r.Size(), label)
+		if err != nil {
+			return files, closers, err
+		}
+		name := sanitize(df.Name)
+		if err := names.claim(name, df.Path); err != nil {
+			return files, closers, err
+		}
+		files = append(files, File{Name: name, Kind: KindMemory, Size: flat.Size(), Data: flat, Source: df.Path,
+			Encrypted: df.Encrypted, ModTime: modTime(df.Path), MAC: df.MAC})
+	}
+	return files, closers, nil
 }
 
 // dataFile opens one data file, decrypted.
