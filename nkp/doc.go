@@ -1,7 +1,7 @@
 // Package nkp reads and writes vSphere Native Key Provider (NKP) backups and
 // the self-describing NKP key ids that name key-encryption keys (KEKs).
 //
-// # Backups (FORMATS.md §10, MODEL)
+// # Backups (docs/formats.md §10, MODEL)
 //
 // An NKP backup is a PKCS#12 keystore (.p12) holding one Key Derivation Key
 // (KDK, 32 bytes) as a secret key, in the layout Java's
@@ -31,7 +31,7 @@
 // but the entry decrypts, the password is proven right and the file is
 // reported corrupt.
 //
-// # Key ids (FORMATS.md §10, layout PUBLIC, crypto MODEL)
+// # Key ids (docs/formats.md §10, layout PUBLIC, crypto MODEL)
 //
 // A 105-byte key id carries the KDK id and the KEK wrapped with
 // AES-256-GCM under the KDK; see [KeyID].

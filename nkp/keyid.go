@@ -12,7 +12,7 @@ import (
 	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
 )
 
-// Key id layout (FORMATS.md §10; layout PUBLIC, GCM wrapping MODEL).
+// Key id layout (docs/formats.md §10; layout PUBLIC, GCM wrapping MODEL).
 const (
 	// KeyIDSize is the size of an NKP key id.
 	KeyIDSize = 105

@@ -11,7 +11,7 @@ import (
 	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
 )
 
-// Other layouts FORMATS.md §10 says to accept: the bags inside a
+// Other layouts docs/formats.md §10 says to accept: the bags inside a
 // pkcs7-encryptedData container (as keytool writes certificates and
 // OpenSSL writes everything), a plain keyBag, and a secretBag whose secret
 // is a plain PrivateKeyInfo.

@@ -9,7 +9,7 @@
 // VM's data files and name its disks. Every link of every disk chain
 // carries its own encryptionKeys locator, opened with the same Resolver.
 //
-// # The encrypted disk layer (MODEL, FORMATS.md §8)
+// # The encrypted disk layer (MODEL, docs/formats.md §8)
 //
 // Disk is an io.ReaderAt over a chain: each allocated Data run held by link
 // k is read from link k as stored and decrypted with link k's XTS-AES-256

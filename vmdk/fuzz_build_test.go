@@ -14,7 +14,7 @@ import (
 // Builders of small valid extents for the fuzz targets: a fuzz input
 // describes a disk (layout, geometry, which grains hold what) and the
 // builder lays out a file of a few KiB around it, the way VMware and qemu
-// write them (FORMATS.md §12). Patches (offset, XOR byte) then change the
+// write them (docs/formats.md §12). Patches (offset, XOR byte) then change the
 // header, the maps or the stream. An unchanged file must read back exactly
 // what was built, allocation map included; a changed one must fail only
 // with ErrCorrupt or ErrUnsupported and keep every run inside the disk.

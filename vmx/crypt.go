@@ -57,7 +57,7 @@ func (d *Decrypted) Bytes() []byte {
 	return append(b, d.Text...)
 }
 
-// Recovered returns the VMX of the recovered (plain) VM, FORMATS.md §5:
+// Recovered returns the VMX of the recovered (plain) VM, docs/formats.md §5:
 // the plain header lines and the decrypted settings, without encryption.*,
 // dataFileKey and cryptoState, so that it opens as an ordinary VM. Every
 // other line is kept as written.

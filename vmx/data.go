@@ -25,7 +25,7 @@ const (
 const dataMACLen = sha1.Size
 
 // PlainHeaderKeys are the settings an encrypted VMX keeps outside
-// encryption.data (FORMATS.md §1), besides encryption.* itself; keys
+// encryption.data (docs/formats.md §1), besides encryption.* itself; keys
 // starting with "vtpm." are plain too.
 var PlainHeaderKeys = []string{
 	".encoding", "displayName", "guestOS.detailed.data", "guestInfo.detailed.data",
@@ -98,7 +98,7 @@ func (f *File) KeySafe() (*keysafe.Locator, error) {
 }
 
 // DecryptData decrypts encryption.data with the VM's config key
-// (FORMATS.md §5): b64 = IV(16) || AES-256-CBC(configKey[:32], PKCS#7(vmxText))
+// (docs/formats.md §5): b64 = IV(16) || AES-256-CBC(configKey[:32], PKCS#7(vmxText))
 // || HMAC-SHA1(configKey, vmxText). The key has already been proven by the
 // key safe's MAC, so bad padding or a MAC mismatch here is ErrCorrupt,
 // never a wrong key. The length is checked before decrypting.

@@ -1,5 +1,5 @@
 // Package vmx reads and writes VMware .vmx files: the line format
-// (FORMATS.md §1), the encrypted part of a VM's settings (encryption.keySafe
+// (docs/formats.md §1), the encrypted part of a VM's settings (encryption.keySafe
 // and encryption.data, §5) and the security posture of a VM (vTPM, Secure
 // Boot, vMotion encryption, conflicts).
 //

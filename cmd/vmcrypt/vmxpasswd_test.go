@@ -18,7 +18,7 @@ import (
 )
 
 // The peer that decrypts Workstation data files with the VM's password
-// (FORMATS.md §9): heeeyaaaa/vmem-decrypt, run by Debian's python3 (it
+// (docs/formats.md §9): heeeyaaaa/vmem-decrypt, run by Debian's python3 (it
 // needs python3-cryptography).
 const (
 	vmemDecryptDefault = "../../../shared/peers/vmem-decrypt/vmem_decrypt.py"

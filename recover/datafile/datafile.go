@@ -1,6 +1,6 @@
 // Package datafile reads and writes the encrypted container VMware uses for
 // a VM's data files: .nvram (with the vTPM state), .vswp, .vmsn, .vmss and
-// .vmem (FORMATS.md §9).
+// .vmem (docs/formats.md §9).
 //
 // # Layout (reported from a public reverse-engineering of Workstation files)
 //
@@ -58,7 +58,7 @@ import (
 	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
 )
 
-// Constants of the container (FORMATS.md §9).
+// Constants of the container (docs/formats.md §9).
 const (
 	// Magic is the u32 at offset 0 of every data file.
 	Magic uint32 = 0x8943dd9e

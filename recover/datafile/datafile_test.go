@@ -304,7 +304,7 @@ func TestHeaderChecks(t *testing.T) {
 	}
 }
 
-// A decrypted .vmsn starts with d2 be d2 be (FORMATS.md §9): the round trip
+// A decrypted .vmsn starts with d2 be d2 be (docs/formats.md §9): the round trip
 // keeps it.
 func TestVMSNMagicKept(t *testing.T) {
 	p := append([]byte{0xd2, 0xbe, 0xd2, 0xbe}, plain(10000)...)

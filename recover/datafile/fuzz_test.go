@@ -195,7 +195,7 @@ func changeFile(b, patch []byte, cut int) ([]byte, bool) {
 }
 
 // refDecrypt decrypts every whole page of a container file with AES-CBC
-// under key[:32] (FORMATS.md §9), written apart from the Reader: the
+// under key[:32] (docs/formats.md §9), written apart from the Reader: the
 // Reader's output must be a prefix of it.
 func refDecrypt(file, key []byte) []byte {
 	blk, err := aes.NewCipher(key[:32])

@@ -1,5 +1,5 @@
 // Package esxi reads the host side of VMware ESXi encryption
-// (FORMATS.md §16): the host's secure configuration, encrypted core
+// (docs/formats.md §16): the host's secure configuration, encrypted core
 // dumps, and the visor tar archives of the boot bank.
 //
 // # Envelope

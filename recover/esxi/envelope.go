@@ -15,7 +15,7 @@ import (
 	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
 )
 
-// Envelope layout (FORMATS.md §16).
+// Envelope layout (docs/formats.md §16).
 const (
 	// BlockSize is the envelope's block: header, data and footer are whole
 	// blocks.
@@ -72,7 +72,7 @@ var KnownContexts = []string{"", ContextConfiguration}
 type AttrType uint8
 
 // Attribute types. 0x01-0x0a are fixed-size numbers (their meaning is
-// inferred from their sizes: FORMATS.md §16); 0x0b and 0x0c are certain.
+// inferred from their sizes: docs/formats.md §16); 0x0b and 0x0c are certain.
 const (
 	AttrEnd     AttrType = 0x00
 	AttrUint8   AttrType = 0x01
@@ -305,7 +305,7 @@ func Parse(file string, r io.ReaderAt, size int64) (*Envelope, error) {
 }
 
 // ParseAt reads the envelope that fills r[off:off+size]: header,
-// attributes, AEAD footer. Every field is checked (FORMATS.md §16);
+// attributes, AEAD footer. Every field is checked (docs/formats.md §16);
 // errors are *FormatError naming the file, offset and field, wrapping
 // keysafe.ErrCorrupt, or keysafe.ErrUnsupported for a version, cipher or
 // size vmcrypt does not handle.

@@ -12,7 +12,7 @@ import (
 	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
 )
 
-// Key store (encryption.info) constants (FORMATS.md §16).
+// Key store (encryption.info) constants (docs/formats.md §16).
 const (
 	// MaxKeyStoreSize caps an encryption.info file (real ones are ~200
 	// bytes).

@@ -22,7 +22,7 @@ import (
 // A visor tar (boot modules *.v00, *.vgz, *.tgz) has ustar-like 512-byte
 // headers with "visor  \0" at 257 and, at 496, the absolute stream offset
 // of the member's data, which lies after all the headers rather than
-// after its own header; 504 and 508 hold textPgs and fixUpPgs (FORMATS.md
+// after its own header; 504 and 508 hold textPgs and fixUpPgs (docs/formats.md
 // §16). WalkTar reads the headers first, then the data region in offset
 // order, so a compressed archive is read once, forward, in bounded memory.
 

@@ -16,7 +16,7 @@ import (
 	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
 )
 
-// Limits on KEK files (FORMATS.md §11).
+// Limits on KEK files (docs/formats.md §11).
 const (
 	// MaxKEKFileSize is the largest KEK JSON file read.
 	MaxKEKFileSize = 1 << 20
@@ -29,7 +29,7 @@ const (
 
 // KEKFile is a Source of key-provider KEKs read from a KEK file: a JSON
 // object or list of {"provider", "keyId", "key"} entries, or a folder of raw
-// 32-byte files named by key id (FORMATS.md §11).
+// 32-byte files named by key id (docs/formats.md §11).
 //
 // Matching: the provider compares case-insensitively, and an entry without
 // a provider (every file of a folder) matches any provider. The key id

@@ -2,7 +2,7 @@
 // (snapshots and suspends): the .vmem block container and its LZ77 codec,
 // the checkpoint state file (.vmsn/.vmss) tag-group format with its
 // `memory` group, and the guest-physical view the two make together
-// (FORMATS.md §13).
+// (docs/formats.md §13).
 //
 // # The .vmem container (PUBLIC: vmem-decrypt docs/FORMAT.md)
 //
@@ -18,7 +18,7 @@
 // MaxDistance bytes back, and read zeros before the start of the file).
 // The grammar is FastLZ level 2's (ariya/FastLZ): the first control byte's
 // top three bits are FastLZ's level marker, 1 for level 2, which vmcrypt's
-// Writer sets. FORMATS.md §13 and vmem_flatten.py read a marker of 0 (FastLZ
+// Writer sets. docs/formats.md §13 and vmem_flatten.py read a marker of 0 (FastLZ
 // level 1) with the same grammar; FastLZ's level 1 differs only for a match
 // at distance exactly 8192 (control low bits 0x1f, distance byte 0xff),
 // which level 2 reads as a distance escape. vmcrypt follows §13 and the

@@ -50,7 +50,7 @@ const (
 )
 
 // Writer compresses flat memory into the .vmem block container and LZ77
-// grammar of FORMATS.md §13: the exact inverse of FlatReader. It keeps the
+// grammar of docs/formats.md §13: the exact inverse of FlatReader. It keeps the
 // window continuous across blocks (matches reach into earlier blocks, and
 // into the zeros before the start of the file), uses the length escape
 // (with 0xff continuation bytes) and the distance escape, and stores a

@@ -6,7 +6,7 @@ import (
 	"io"
 )
 
-// Constants of the .vmem block container and its LZ77 codec (FORMATS.md §13).
+// Constants of the .vmem block container and its LZ77 codec (docs/formats.md §13).
 const (
 	// BlockHeaderSize is the size of a block header: u32 uncompressedSize,
 	// u32 0, u32 compressedSize, u32 0. vmcrypt reads the two sizes as u64
@@ -80,7 +80,7 @@ func ParseBlockHeader(b []byte, off int64, name string) (BlockHeader, error) {
 
 // LooksCompressed reports whether b (the first bytes of a decrypted .vmem)
 // starts with a valid block header followed, for an LZ block, by a valid
-// first control byte: the "plaintext's own magic" check of FORMATS.md §9.
+// first control byte: the "plaintext's own magic" check of docs/formats.md §9.
 func LooksCompressed(b []byte) bool {
 	h, err := ParseBlockHeader(b, 0, "")
 	if err != nil {
@@ -120,7 +120,7 @@ func IsCompressed(r io.ReaderAt, size int64) bool {
 	return err == nil || err == io.EOF
 }
 
-// FlatReader decodes a .vmem block stream (FORMATS.md §13) into the flat
+// FlatReader decodes a .vmem block stream (docs/formats.md §13) into the flat
 // memory file, as a plain VM holds it. It reads its input once, in order,
 // and holds one block plus MaxDistance bytes of history: memory is bounded
 // (about 2×MaxBlockSize) whatever the input size, and it allocates nothing
@@ -135,7 +135,7 @@ func IsCompressed(r io.ReaderAt, size int64) bool {
 // after the end marker (a header of zeros) that are not zeros.
 //
 // A back-reference that reaches before the start of the file reads zeros
-// (FORMATS.md §13, and vmem_flatten.py does the same): it is not an error.
+// (docs/formats.md §13, and vmem_flatten.py does the same): it is not an error.
 type FlatReader struct {
 	r    io.Reader
 	name string

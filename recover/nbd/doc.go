@@ -1,6 +1,6 @@
 // Package nbd is a small read-only Network Block Device server, written
 // from the protocol document (NetworkBlockDevice/nbd doc/proto.md;
-// FORMATS.md §15). It serves Exports (a size, a concurrent io.ReaderAt and
+// docs/formats.md §15). It serves Exports (a size, a concurrent io.ReaderAt and
 // an optional allocation map) to qemu-img, libnbd's nbdcopy / nbdinfo /
 // nbdfuse and other clients.
 //

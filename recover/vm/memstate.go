@@ -151,7 +151,7 @@ func (i *StateInfo) RegionList() []memory.Region {
 	return i.Layout.Regions
 }
 
-// Read parses the state file (every count and size bounded, FORMATS.md
+// Read parses the state file (every count and size bounded, docs/formats.md
 // §13) and the .vmem's block headers, and checks that the regions lie in
 // the flat memory: nothing is decompressed yet. A state without memory is
 // ErrNoMemory; damage is an error wrapping keysafe.ErrCorrupt naming the

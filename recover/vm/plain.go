@@ -16,7 +16,7 @@ const SectorSize = 512
 // Chain is what the decrypting layer needs of an opened VMDK chain: its
 // virtual size, its allocation map, and the bytes one link stores (the
 // ciphertext, for an encrypted link). The adapter over *vmdk.Disk is
-// VMDKChain.
+// chainAdapter.
 type Chain interface {
 	// Size is the virtual size in bytes.
 	Size() int64

@@ -1,5 +1,5 @@
 // Package xts is a fast XTS-AES-256 (IEEE 1619) over 512-byte sectors, the
-// cipher of encrypted VMDK data (FORMATS.md §8, MODEL): a 64-byte key (the
+// cipher of encrypted VMDK data (docs/formats.md §8, MODEL): a 64-byte key (the
 // first 32 bytes are the data key K1, the last 32 the tweak key K2), data
 // unit one 512-byte sector, tweak the sector number (LBA) as a 128-bit
 // little-endian integer (dm-crypt's plain64).

@@ -49,7 +49,7 @@ type Entry struct {
 	Key, Value string
 }
 
-// Dict is a crypto dict "key=value{:key=value}" (FORMATS.md §3), in the
+// Dict is a crypto dict "key=value{:key=value}" (docs/formats.md §3), in the
 // order written.
 type Dict []Entry
 

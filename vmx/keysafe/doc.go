@@ -1,5 +1,5 @@
 // Package keysafe reads and writes VMware key safes: the key-locator
-// grammar "vmware:key/..." (FORMATS.md §2), crypto dicts (§3), and the
+// grammar "vmware:key/..." (docs/formats.md §2), crypto dicts (§3), and the
 // locking and unlocking of pairs by a passphrase (§4) or a key provider's
 // KEK (§7, a MODEL format).
 //

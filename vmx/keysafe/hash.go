@@ -8,7 +8,7 @@ import (
 )
 
 // HashcatLine returns the hashcat mode 27400 line of a phrase pair
-// (FORMATS.md §6): $vmx$0$<rounds>$<salt hex>$<IV hex><first block hex>.
+// (docs/formats.md §6): $vmx$0$<rounds>$<salt hex>$<IV hex><first block hex>.
 // It is valid for AES-256 and XTS-AES-256 key safes.
 func HashcatLine(p *Pair) (string, error) {
 	pp, err := phrasePair(p)

@@ -10,7 +10,7 @@ import (
 // Type is the type of a key locator, as written in the grammar (lower case).
 type Type string
 
-// The key-locator types of FORMATS.md §2.
+// The key-locator types of docs/formats.md §2.
 const (
 	TypeNull   Type = "null"   // the null locator (no key)
 	TypeRawKey Type = "rawkey" // exported key data
@@ -96,7 +96,7 @@ type Pair struct {
 	Locked []byte // IV || ciphertext || MAC
 }
 
-// Parse parses a key safe "vmware:key/..." (FORMATS.md §2). It accepts the
+// Parse parses a key safe "vmware:key/..." (docs/formats.md §2). It accepts the
 // canonical escaped text as well as the unescaped rendering the vSphere API
 // prints. Every error wraps ErrCorrupt.
 func Parse(s string) (*Locator, error) {

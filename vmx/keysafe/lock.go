@@ -82,7 +82,7 @@ func DerivePhraseKEK(pp *PhraseParams, passphrase []byte) ([]byte, error) {
 	return pbkdf2.Key(sha1.New, string(passphrase), pp.Salt, pp.Rounds, n)
 }
 
-// UnlockPhrase opens a phrase pair with a passphrase (FORMATS.md §4):
+// UnlockPhrase opens a phrase pair with a passphrase (docs/formats.md §4):
 // kek = PBKDF2-HMAC-SHA1(passphrase, salt, rounds, 32|64), locked data =
 // IV || AES-256-CBC(kek[:32], PKCS#7(dict)) || HMAC(kek, dict). A wrong
 // passphrase is ErrWrongKey; malformed input ErrCorrupt or ErrUnsupported,
@@ -279,7 +279,7 @@ func lockPhrase(k *Key, passphrase []byte, cipherName string, rounds int, rand i
 // LockFQID wraps k under a key provider's KEK: an fqid locker with a null
 // unique id, the provider name and key id, MAC HMAC-SHA-256.
 //
-// MODEL (FORMATS.md §7): the inverse of UnlockFQID.
+// MODEL (docs/formats.md §7): the inverse of UnlockFQID.
 func LockFQID(k *Key, provider, keyID string, kek []byte, rand io.Reader) (*Pair, error) {
 	if len(kek) != FQIDKEKLen {
 		return nil, fmt.Errorf("KEK of %d bytes, want %d: %w", len(kek), FQIDKEKLen, ErrUnsupported)

@@ -34,7 +34,7 @@ type Relocked struct {
 }
 
 // RelockPhrases locks the key of every phrase pair of l that oldPass opens
-// under newPass instead (FORMATS.md §4): the same key and KEK cipher, a
+// under newPass instead (docs/formats.md §4): the same key and KEK cipher, a
 // fresh unique id, salt and IV (LockPhrase), the pair's own PBKDF2 rounds
 // unless opt.Rounds is set, MAC HMAC-SHA-1. Every other pair is kept. Each
 // new pair is proven to open (with the KEK newPass derives) to the same key
