@@ -36,6 +36,7 @@ import (
 
 	"github.com/vmcrypt/vmcrypt/nkp"
 	"github.com/vmcrypt/vmcrypt/recover/datafile"
+	"github.com/vmcrypt/vmcrypt/recover/esxi"
 	"github.com/vmcrypt/vmcrypt/recover/vm"
 	"github.com/vmcrypt/vmcrypt/vmdk"
 	"github.com/vmcrypt/vmcrypt/vmdk/outfile"
@@ -78,6 +79,8 @@ const (
 	// KindStaging is a leftover temporary of an interrupted vmcrypt run
 	// (it may hold decrypted data).
 	KindStaging = "vmcrypt temporary"
+	// KindESXi is an ESXi host file (configuration, key store, core dump).
+	KindESXi = "esxi"
 )
 
 // minImageSize is the smallest file probed as a disk image by content.
@@ -225,8 +228,9 @@ func Scan(root string) (*Report, error) {
 				return nil
 			}
 			if _, ok := kinds[strings.ToLower(filepath.Ext(p))]; !ok {
-				// Another name: a disk image only by its content.
-				if !maybeImage(p, d) {
+				// Another name: an ESXi host file by its name, a disk
+				// image only by its content.
+				if !isESXiCandidate(d.Name()) && !maybeImage(p, d) {
 					return nil
 				}
 			}
@@ -249,7 +253,12 @@ func Scan(root string) (*Report, error) {
 	for _, d := range dirs {
 		names := byDir[d]
 		sort.Strings(names)
-		rep.VMs = append(rep.VMs, scanDir(root, d, names, !st.IsDir())...)
+		for _, vm := range scanDir(root, d, names, !st.IsDir()) {
+			if vm.VMX == "" && len(vm.Files) == 0 {
+				continue // only files that turned out to be nothing
+			}
+			rep.VMs = append(rep.VMs, vm)
+		}
 	}
 	rep.Summary.UnreadableFolders = len(rep.Unreadable)
 	rep.summarise()
@@ -309,6 +318,8 @@ func scanDir(root, dir string, names []string, single bool) []VM {
 		case outfile.IsTemp(n) || strings.HasPrefix(n, ".vmcrypt-recover-"):
 			files = append(files, File{Path: rel(n), Kind: KindStaging, Status: Exposed,
 				Why: "left by an interrupted vmcrypt run: it may hold decrypted data; delete it (vmcrypt removes it on its next run into this folder)"})
+		case kinds[ext] == "" && isESXiCandidate(n):
+			files = append(files, scanESXi(filepath.Join(dir, n), rel(n)))
 		case kinds[ext] == "":
 			if f, ok := scanImage(filepath.Join(dir, n), rel(n)); ok {
 				files = append(files, f)
@@ -409,7 +420,7 @@ func (vm *VM) finish() {
 		vm.Status = Exposed
 	case unreadable:
 		vm.Status = Error // what it holds cannot be told
-	case vmxEnc && allEnc:
+	case vmxEnc && allEnc, vm.VMX == "" && allEnc && len(vm.Files) > 0:
 		vm.Status = Encrypted
 	default:
 		vm.Status = Plain
@@ -971,5 +982,67 @@ func readDescriptor(path string) (*vmdk.Descriptor, error) { return vmdk.ReadDes
 func errFile(f File, err error) File {
 	f.Status, f.Error = Error, err.Error()
 	f.Why = "could not be read: " + err.Error()
+	return f
+}
+
+// isESXiCandidate says whether a file name may be an ESXi host file: a
+// host configuration (state.tgz, local.tgz, local.tgz.ve, a configBundle),
+// its key store, an encrypted core dump.
+func isESXiCandidate(name string) bool {
+	n := strings.ToLower(name)
+	switch {
+	case n == "state.tgz", n == "local.tgz", n == "encryption.info", strings.HasSuffix(n, ".ve"),
+		strings.HasPrefix(n, "configbundle") && strings.HasSuffix(n, ".tgz"),
+		strings.HasPrefix(n, "vmkernel-zdump"):
+		return true
+	}
+	return false
+}
+
+// scanESXi reports an ESXi host file (recover/esxi.Detect): an encrypted
+// host configuration or core dump is encrypted; a plain configuration, or
+// one whose mode NONE key store travels with it, is exposed, naming the
+// secrets it holds (SSH host keys, rui.key).
+func scanESXi(path, rel string) File {
+	f := File{Path: rel, Kind: KindESXi}
+	fh, err := os.Open(path)
+	if err != nil {
+		return errFile(f, err)
+	}
+	defer fh.Close()
+	fi, err := fh.Stat()
+	if err != nil {
+		return errFile(f, err)
+	}
+	f.Size = fi.Size()
+	d, err := esxi.Detect(fh, fi.Size())
+	if d != nil && d.Kind != esxi.KindUnknown {
+		f.Kind = KindESXi + " " + string(d.Kind)
+	}
+	switch {
+	case err != nil:
+		return errFile(f, err)
+	case d == nil || d.Kind == esxi.KindUnknown:
+		f.Status, f.Why = Unknown, "named like an ESXi host file, but not one"
+	case d.Exposed():
+		var names []string
+		for _, s := range d.Secrets {
+			names = append(names, s.Name)
+		}
+		f.Status = Exposed
+		f.Why = "ESXi host configuration readable without a key"
+		if d.KeyBeside {
+			f.Why = "ESXi host configuration encrypted under a key store (mode NONE) that travels with it: anyone can derive the key"
+		}
+		if len(names) > 0 {
+			f.Why += "; it holds " + strings.Join(names, ", ")
+		}
+	case d.Sealed:
+		f.Status, f.Why = Encrypted, "ESXi host configuration sealed to the host's TPM"
+	case d.Encrypted:
+		f.Status, f.Why = Encrypted, "ESXi envelope (key id "+d.KeyID+"); opens with the host key"
+	default:
+		f.Status, f.Why = Plain, "ESXi "+string(d.Kind)+" holding no host configuration"
+	}
 	return f
 }

@@ -430,3 +430,31 @@ func TestScanOrphanSparseExtent(t *testing.T) {
 		}
 	}
 }
+
+// ESXi host files (issue 14): an encrypted host configuration sealed to a
+// TPM and an encrypted core dump are encrypted; a configuration whose
+// mode NONE key store travels with it is exposed.
+func TestScanESXi(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := fixtures.GenerateESXi(dir, 7); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Scan(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]Status{}
+	for _, vm := range rep.VMs {
+		for _, f := range vm.Files {
+			got[f.Path] = f.Status
+		}
+	}
+	for p, want := range map[string]Status{
+		"configBundle-fixture.tgz": Exposed, "bootbank/state.tgz": Exposed,
+		"vmkernel-zdump.1": Encrypted, "negative/tpm/state.tgz": Encrypted,
+	} {
+		if got[p] != want {
+			t.Errorf("%s: %q, want %q (all %v)", p, got[p], want, got)
+		}
+	}
+}
