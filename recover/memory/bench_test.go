@@ -213,59 +213,6 @@ func BenchmarkEncode(b *testing.B) {
 	b.ReportMetric(float64(st.Out)/float64(st.In), "ratio")
 }
 
-// BenchmarkFlattenParallel: FlattenParallel with 2 workers on the file of
-// BenchmarkFlatten. replayed-% is the share of output bytes the sequencer
-// had to copy again (matches that reached into the unknown history).
-func BenchmarkFlattenParallel(b *testing.B) {
-	dir, flatSize := benchData(b)
-	path := filepath.Join(dir, "bench.vmem")
-	for _, workers := range []int{1, 2} {
-		b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) {
-			b.SetBytes(flatSize)
-			for range b.N {
-				f, err := os.Open(path)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if n, err := FlattenParallel(io.Discard, bufio.NewReaderSize(f, 1<<20), path, workers); err != nil || n != flatSize {
-					b.Fatalf("%d bytes: %v", n, err)
-				}
-				f.Close()
-			}
-			b.StopTimer()
-			b.ReportMetric(100*float64(replayedBytes(b, path))/float64(flatSize), "replayed-%")
-		})
-	}
-}
-
-// replayedBytes walks the file with the speculative decoder and counts the
-// bytes of recorded matches.
-func replayedBytes(b *testing.B, path string) int64 {
-	f, err := os.Open(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	br := bufio.NewReaderSize(f, 1<<20)
-	var hdr [BlockHeaderSize]byte
-	var off, replayed int64
-	j := &parJob{}
-	for {
-		next, err := readBlock(br, path, &hdr, off, j)
-		if err == io.EOF {
-			return replayed
-		}
-		if err != nil {
-			b.Fatal(err)
-		}
-		j.off, off = off, next
-		j.decode(path)
-		for _, fx := range j.fix {
-			replayed += int64(fx.n)
-		}
-	}
-}
-
 // BenchmarkFlattenMem: FlatReader from memory to nowhere (no file I/O):
 // the decoder alone, on 16 MiB of the benchmark mix.
 func BenchmarkFlattenMem(b *testing.B) {
@@ -282,49 +229,4 @@ func BenchmarkFlattenMem(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-}
-
-// BenchmarkParallelParts splits FlattenParallel's work on 16 MiB of the
-// benchmark mix: spec is what the workers do (speculative decoding, in
-// parallel), finish what the sequencer does (history, replay, output, in
-// order). Two cores give about min(2/spec, 1/finish) blocks per second.
-func BenchmarkParallelParts(b *testing.B) {
-	flat := mixedMemory(31, 16<<20)
-	enc, _ := compress(b, flat, nil)
-	var jobs []*parJob
-	br := bytes.NewReader(enc)
-	var hdr [BlockHeaderSize]byte
-	var off int64
-	for {
-		j := &parJob{}
-		next, err := readBlock(br, "", &hdr, off, j)
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			b.Fatal(err)
-		}
-		j.off, off = off, next
-		j.decode("")
-		jobs = append(jobs, j)
-	}
-	b.Run("spec", func(b *testing.B) {
-		b.SetBytes(int64(len(flat)))
-		for range b.N {
-			for _, j := range jobs {
-				j.decode("")
-			}
-		}
-	})
-	b.Run("finish", func(b *testing.B) {
-		b.SetBytes(int64(len(flat)))
-		for range b.N {
-			seq := sequencer{hist: make([]byte, historySize)}
-			for _, j := range jobs {
-				if err := seq.finish(j, io.Discard); err != nil {
-					b.Fatal(err)
-				}
-			}
-		}
-	})
 }

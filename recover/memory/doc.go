@@ -23,8 +23,9 @@
 // at distance exactly 8192 (control low bits 0x1f, distance byte 0xff),
 // which level 2 reads as a distance escape. vmcrypt follows §13 and the
 // peer. The continuous window and the zeros before the start are VMware's.
-// FlatReader decodes with bounded memory; FlattenParallel decodes blocks
-// ahead on several cores; Writer encodes (fixtures).
+// FlatReader decodes with bounded memory, FlattenConcurrent puts
+// decryption and decompression on a core each, RandomFlat serves random
+// reads (mount, serve); Writer encodes (fixtures).
 //
 // # Checkpoint state files (PUBLIC: Volatility, crash's vmware_vmss.c)
 //

@@ -20,13 +20,6 @@ var (
 		sync.Mutex
 		w Writer
 	}
-	// fuzzState: what flattenBoth reuses for the one-goroutine runs.
-	fuzzState struct {
-		sync.Mutex
-		d    FlatReader
-		j    parJob
-		hist [historySize]byte
-	}
 )
 
 // fuzzCompress is compress with a reused Writer.
@@ -101,9 +94,8 @@ func FuzzRoundTrip(f *testing.F) {
 		if st.In != int64(len(flat)) {
 			t.Fatalf("stats in %d of %d", st.In, len(flat))
 		}
-		fuzzState.Lock()
-		defer fuzzState.Unlock()
-		d := &fuzzState.d
+		d := readerPool.Get().(*FlatReader)
+		defer readerPool.Put(d)
 		d.Reset(bytes.NewReader(enc), "")
 		var out bytes.Buffer
 		if _, err := d.WriteTo(&out); err != nil || !bytes.Equal(out.Bytes(), flat) {
@@ -197,21 +189,4 @@ func slicesEqual(a, b []uint32) bool {
 		}
 	}
 	return true
-}
-
-// FuzzFlattenParallel: the parallel algorithm (speculative decoding,
-// fixups, in-order finish; run in one goroutine here, TestFlattenParallel
-// covers the goroutines) writes the serial decoder's bytes and fails with
-// its error, for any input.
-func FuzzFlattenParallel(f *testing.F) {
-	f.Add(block(12, len(vec1), vec1...))
-	f.Add(cat(block(271, 10, 0x00, 'X', 0xff, 0xff, 0x05, 0xff, 0x00, 0x10, 0x00, 'Y'), block(5, 4, 0x20, 'Z', 0x41, 0x0f), block(3, 3, 'r', 'a', 'w'), make([]byte, 20)))
-	enc, _ := compress(f, mixedMemory(15, 20000), &WriterOptions{BlockSize: 3000})
-	f.Add(enc)
-	f.Fuzz(func(t *testing.T, in []byte) {
-		if len(in) > 8<<10 {
-			return
-		}
-		flattenBoth(t, in, 0)
-	})
 }
