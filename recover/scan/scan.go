@@ -37,6 +37,7 @@ import (
 	"github.com/vmcrypt/vmcrypt/nkp"
 	"github.com/vmcrypt/vmcrypt/recover/datafile"
 	"github.com/vmcrypt/vmcrypt/recover/esxi"
+	"github.com/vmcrypt/vmcrypt/recover/memory"
 	"github.com/vmcrypt/vmcrypt/recover/vm"
 	"github.com/vmcrypt/vmcrypt/vmdk"
 	"github.com/vmcrypt/vmcrypt/vmdk/outfile"
@@ -861,21 +862,16 @@ func scanDataFile(path, rel, kind string) File {
 func knownMagic(kind string, h []byte) string {
 	switch kind {
 	case KindSnapshot:
-		for _, m := range [][]byte{{0xd2, 0xbe, 0xd2, 0xbe}, {0xd0, 0xbe, 0xd2, 0xbe}, {0xd1, 0xba, 0xd1, 0xba}, {0xd3, 0xbe, 0xd3, 0xbe}} {
-			if bytes.HasPrefix(h, m) {
-				return fmt.Sprintf("checkpoint magic %x", m)
-			}
+		if memory.IsCheckpointMagic(h) {
+			return fmt.Sprintf("checkpoint magic %x", h[:4])
 		}
 	case KindNVRAM:
 		if bytes.HasPrefix(h, []byte("MRVN")) {
 			return "NVRAM magic MRVN"
 		}
 	case KindMemory:
-		if len(h) >= 16 {
-			le := func(o int) uint32 { return uint32(h[o]) | uint32(h[o+1])<<8 | uint32(h[o+2])<<16 | uint32(h[o+3])<<24 }
-			if u, c := le(0), le(8); u > 0 && u <= 4<<20 && c > 0 && c <= u && le(4) == 0 && le(12) == 0 {
-				return "compressed memory block header"
-			}
+		if memory.LooksCompressed(h) {
+			return "compressed memory block header"
 		}
 	}
 	return ""

@@ -1,9 +1,7 @@
 package vm
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/vmcrypt/vmcrypt/recover/datafile"
 	"github.com/vmcrypt/vmcrypt/recover/keys"
+	"github.com/vmcrypt/vmcrypt/recover/memory"
 	"github.com/vmcrypt/vmcrypt/vmdk"
 	"github.com/vmcrypt/vmcrypt/vmx"
 	"github.com/vmcrypt/vmcrypt/vmx/keysafe"
@@ -495,32 +494,23 @@ func (df *DataFile) options() *datafile.Options {
 	return &datafile.Options{Name: df.Path, IgnoreMAC: df.ignoreMAC, StrictMAC: df.strictMAC, CheckPlain: plainCheck(df.Kind)}
 }
 
-// Checkpoint-state magics (docs/formats.md §9): .vmsn and .vmss start with
-// one of these.
-var checkpointMagics = [][]byte{{0xd2, 0xbe, 0xd2, 0xbe}, {0xd0, 0xbe, 0xd2, 0xbe}, {0xd1, 0xba, 0xd1, 0xba}, {0xd3, 0xbe, 0xd3, 0xbe}}
-
-// plainCheck returns the check of the first plaintext page of a kind: the
-// checkpoint magic of .vmsn/.vmss, a block header (§13) for .vmem.
+// plainCheck returns the check of the first plaintext page of a kind (the
+// check that remains when a data file's MAC is of an unknown scheme): the
+// checkpoint magic of .vmsn/.vmss, a block header (docs/formats.md §13)
+// for .vmem. Both come from package memory, the one place that knows them.
 func plainCheck(kind string) func([]byte) error {
 	switch kind {
 	case KindSnapshot, KindSuspend:
 		return func(b []byte) error {
-			for _, m := range checkpointMagics {
-				if bytes.HasPrefix(b, m) {
-					return nil
-				}
+			if !memory.IsCheckpointMagic(b) {
+				return fmt.Errorf("the decrypted checkpoint state does not start with a known magic (% x)", b[:min(len(b), 4)])
 			}
-			return fmt.Errorf("the decrypted checkpoint state does not start with a known magic (% x)", b[:min(len(b), 4)])
+			return nil
 		}
 	case KindMemory:
 		return func(b []byte) error {
-			if len(b) < 16 {
-				return nil
-			}
-			le := binary.LittleEndian
-			u, z1, c, z2 := le.Uint32(b), le.Uint32(b[4:]), le.Uint32(b[8:]), le.Uint32(b[12:])
-			if u == 0 || u > 4<<20 || z1 != 0 || c == 0 || c > u || z2 != 0 {
-				return fmt.Errorf("the decrypted memory image does not start with a block header (uncompressed %d, compressed %d)", u, c)
+			if !memory.LooksCompressed(b) {
+				return fmt.Errorf("the decrypted memory image does not start with a block header")
 			}
 			return nil
 		}
